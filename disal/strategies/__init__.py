@@ -1,0 +1,89 @@
+"""Acquisition strategies: DISAL and the baselines, all behind one interface (see base.Strategy).
+
+`make_strategy(name, **disal_options)` is the only constructor the simulator and the backend use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import EmptyPoolError, MissingInputError, ScoringInputs, Selection, Strategy, seeded_order, top_k
+from .diversity import BADGE, CoreSet
+from .influence import DISAL, STATIC_INFLUENCE, DisalOptions, StaticInfluence, disal_scores, head_logit_tangents
+from .random_sampling import RandomSampling
+from .uncertainty import BALD, Entropy, LeastConfidence, Margin
+
+BASELINES = ("random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge", "static_influence")
+STRATEGY_NAMES = ("disal",) + BASELINES
+
+_SIMPLE = {
+    "random": RandomSampling,
+    "least_confidence": LeastConfidence,
+    "margin": Margin,
+    "entropy": Entropy,
+    "bald": BALD,
+    "coreset": CoreSet,
+    "badge": BADGE,
+}
+
+
+def make_strategy(name: str, **disal_options) -> Strategy:
+    """Build a strategy by name; DISAL options (direction, dynamic, lam, sign, weights) apply to 'disal'.
+
+    'disal:<label>' builds a DISAL variant with a custom display name (used by ablations).
+    """
+    base, _, label = name.partition(":")
+    if base == "disal":
+        return DISAL(DisalOptions(**disal_options), name=name if label else "disal")
+    if base == "static_influence":
+        return StaticInfluence(sign=disal_options.get("sign"))
+    if base in _SIMPLE:
+        return _SIMPLE[base]()
+    raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGY_NAMES)}")
+
+
+def needs(strategy: Strategy) -> set[str]:
+    """Which ScoringInputs fields a strategy reads, so callers compute only what is needed."""
+    if isinstance(strategy, DISAL):
+        return {"trajectory"}
+    return {
+        "random": set(),
+        "least_confidence": {"probs"},
+        "margin": {"probs"},
+        "entropy": {"probs"},
+        "bald": {"mc_probs"},
+        "coreset": {"features", "labeled_features"},
+        "badge": {"probs", "features"},
+    }[strategy.name]
+
+
+def select_with_candidates(
+    strategy: Strategy, inputs: ScoringInputs, batch_size: int, seed: int, max_candidates: int | None
+) -> Selection:
+    """Score only a seeded random subset of the pool (cost control for big pools).
+
+    Items outside the subset are ranked after every candidate, in seeded random order, and get the
+    score -inf, so nobody mistakes them for scored items.
+    """
+    if not max_candidates or max_candidates >= len(inputs):
+        return strategy.select(inputs, batch_size, seed)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(inputs), dtype=bool)
+    mask[rng.choice(len(inputs), size=max_candidates, replace=False)] = True
+    sub = strategy.select(inputs.subset(mask), batch_size, seed)
+    rest_ids = inputs.ids[~mask]
+    rest_ids = rest_ids[rng.permutation(len(rest_ids))]
+    scores = np.full(len(inputs), -np.inf)
+    pos = {i: n for n, i in enumerate(inputs.ids.tolist())}
+    for i, s in zip(sub.item_ids.tolist(), sub.scores):
+        scores[pos[i]] = s
+    order = np.concatenate([sub.order, rest_ids])
+    return Selection(strategy.name, inputs.ids, scores, sub.selected, order)
+
+
+__all__ = [
+    "BADGE", "BALD", "BASELINES", "CoreSet", "DISAL", "DisalOptions", "EmptyPoolError", "Entropy",
+    "LeastConfidence", "Margin", "MissingInputError", "RandomSampling", "STATIC_INFLUENCE",
+    "STRATEGY_NAMES", "ScoringInputs", "Selection", "StaticInfluence", "Strategy", "disal_scores",
+    "head_logit_tangents", "make_strategy", "needs", "seeded_order", "select_with_candidates", "top_k",
+]
