@@ -27,19 +27,43 @@ _SIMPLE = {
 }
 
 
-def make_strategy(name: str, **disal_options) -> Strategy:
-    """Build a strategy by name; DISAL options (direction, dynamic, lam, sign, weights) apply to 'disal'.
+def parse_strategy_spec(spec: str) -> tuple[str, dict]:
+    """'disal:sign=ascent:lam=0.5' -> ('disal', {'sign': 'ascent', 'lam': 0.5}). Values are typed."""
+    base, *parts = spec.strip().split(":")
+    opts: dict = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ValueError(f"strategy option {part!r} in {spec!r} must look like key=value")
+        key = key.strip().replace("-", "_")
+        if key == "lam":
+            opts[key] = float(value)
+        elif key == "last_checkpoint_only":
+            opts[key] = value.lower() in ("1", "true", "yes")
+        else:
+            opts[key] = value.strip()
+    return base.strip(), opts
 
-    'disal:<label>' builds a DISAL variant with a custom display name (used by ablations).
+
+def make_strategy(spec: str, **disal_options) -> Strategy:
+    """Build a strategy from a name or spec; DISAL options (direction, dynamic, lam, sign, weights).
+
+    Options written in the spec ('disal:sign=descent') override the keyword defaults; a spec with
+    options keeps the full spec as its display name so ablation variants stay distinguishable.
     """
-    base, _, label = name.partition(":")
+    base, spec_opts = parse_strategy_spec(spec)
     if base == "disal":
-        return DISAL(DisalOptions(**disal_options), name=name if label else "disal")
+        opts = {**disal_options, **spec_opts}
+        return DISAL(DisalOptions(**opts), name=spec if spec_opts else "disal")
+    if spec_opts and base != "static_influence":
+        raise ValueError(f"strategy {base!r} takes no options (got {spec!r})")
     if base == "static_influence":
-        return StaticInfluence(sign=disal_options.get("sign"))
+        strategy = StaticInfluence(sign=spec_opts.get("sign", disal_options.get("sign")))
+        strategy.name = spec if spec_opts else strategy.name
+        return strategy
     if base in _SIMPLE:
         return _SIMPLE[base]()
-    raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGY_NAMES)}")
+    raise ValueError(f"unknown strategy {base!r}; choose from {', '.join(STRATEGY_NAMES)}")
 
 
 def needs(strategy: Strategy) -> set[str]:
@@ -85,5 +109,5 @@ __all__ = [
     "BADGE", "BALD", "BASELINES", "CoreSet", "DISAL", "DisalOptions", "EmptyPoolError", "Entropy",
     "LeastConfidence", "Margin", "MissingInputError", "RandomSampling", "STATIC_INFLUENCE",
     "STRATEGY_NAMES", "ScoringInputs", "Selection", "StaticInfluence", "Strategy", "disal_scores",
-    "head_logit_tangents", "make_strategy", "needs", "seeded_order", "select_with_candidates", "top_k",
+    "head_logit_tangents", "make_strategy", "needs", "parse_strategy_spec", "seeded_order", "select_with_candidates", "top_k",
 ]

@@ -115,14 +115,33 @@ def _py(x):
     return x.item() if hasattr(x, "item") else x
 
 
-def seeded_order(scores: np.ndarray, seed: int) -> np.ndarray:
-    """Indices sorted by descending score; ties broken by a random key drawn from `seed`."""
+def tiebreak_keys(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A pseudo-random key in [0, 1) per item id, fixed by (id, seed) and independent of list position.
+
+    Integer ids go through splitmix64; other ids through SHA-1. So a pool read back in another order
+    (Label Studio pages, a restart) ranks tied items exactly the same way.
+    """
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu":
+        with np.errstate(over="ignore"):
+            x = ids.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+        return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.sha1(f"{seed}:{i}".encode()).digest()[:7], "big") / 2**56 for i in ids])
+
+
+def seeded_order(scores: np.ndarray, seed: int, ids: np.ndarray | None = None) -> np.ndarray:
+    """Indices sorted by descending score; ties broken by a random key drawn from `seed` (and the id)."""
     scores = np.asarray(scores, dtype=np.float64)
     if np.isnan(scores).any():
         bad = int(np.isnan(scores).sum())
         raise ValueError(f"{bad} scores are NaN: refusing to rank (a NaN queue would be silently random)")
-    tiebreak = np.random.default_rng(seed).random(len(scores))
-    return np.lexsort((tiebreak, -scores))
+    keys = tiebreak_keys(np.arange(len(scores)) if ids is None else ids, seed)
+    return np.lexsort((keys, -scores))
 
 
 def top_k(ids: np.ndarray, scores: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -131,7 +150,7 @@ def top_k(ids: np.ndarray, scores: np.ndarray, k: int, seed: int) -> np.ndarray:
         raise EmptyPoolError("cannot select from an empty pool")
     if k < 0:
         raise ValueError(f"batch size must be >= 0, got {k}")
-    order = seeded_order(scores, seed)
+    order = seeded_order(scores, seed, ids)
     return np.asarray(ids)[order[: min(k, len(ids))]]
 
 
@@ -160,7 +179,7 @@ class Strategy:
     def select(self, inputs: ScoringInputs, batch_size: int, seed: int = 0) -> Selection:
         check_selection_args(self.name, inputs, batch_size)
         scores = np.asarray(self.score(inputs), dtype=np.float64)
-        order = seeded_order(scores, seed)
+        order = seeded_order(scores, seed, inputs.ids)
         ordered_ids = inputs.ids[order]
         return Selection(self.name, inputs.ids, scores, ordered_ids[: max(0, min(batch_size, len(order)))], ordered_ids)
 

@@ -98,6 +98,12 @@ def badge_kmeanspp(probs: np.ndarray, features: np.ndarray, k: int, seed: int, m
     return np.asarray(picks, dtype=np.int64), dist
 
 
+def _uncanon(values: np.ndarray, canon: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[canon] = values
+    return out
+
+
 def _selection_from_picks(name: str, inputs: ScoringInputs, picks: np.ndarray, rest_score: np.ndarray,
                           batch_size: int, seed: int) -> Selection:
     n = len(inputs)
@@ -106,7 +112,7 @@ def _selection_from_picks(name: str, inputs: ScoringInputs, picks: np.ndarray, r
     top = (finite.max() if len(finite) else 0.0) + 1.0
     scores[~np.isfinite(scores)] = top - 0.5  # never happens after one pick; kept for safety of ordering
     scores[picks] = top + np.arange(len(picks), 0, -1)
-    order = seeded_order(scores, seed)
+    order = seeded_order(scores, seed, inputs.ids)
     ordered = inputs.ids[order]
     return Selection(name, inputs.ids, scores, ordered[: min(batch_size, n)], ordered)
 
@@ -125,8 +131,9 @@ class CoreSet(Strategy):
     def select(self, inputs: ScoringInputs, batch_size: int, seed: int = 0) -> Selection:
         check_selection_args(self.name, inputs, batch_size)
         inputs.require("features", strategy=self.name)
-        picks, dist = coreset_greedy(inputs.features, inputs.labeled_features, batch_size, seed)
-        return _selection_from_picks(self.name, inputs, picks, dist, batch_size, seed)
+        canon = np.argsort(inputs.ids, kind="stable")  # position-independent: run in id order
+        picks, dist = coreset_greedy(inputs.features[canon], inputs.labeled_features, batch_size, seed)
+        return _selection_from_picks(self.name, inputs, canon[picks], _uncanon(dist, canon), batch_size, seed)
 
 
 class BADGE(Strategy):
@@ -142,5 +149,6 @@ class BADGE(Strategy):
     def select(self, inputs: ScoringInputs, batch_size: int, seed: int = 0) -> Selection:
         check_selection_args(self.name, inputs, batch_size)
         inputs.require("probs", "features", strategy=self.name)
-        picks, dist = badge_kmeanspp(inputs.probs, inputs.features, batch_size, seed, inputs.multi_label)
-        return _selection_from_picks(self.name, inputs, picks, dist, batch_size, seed)
+        canon = np.argsort(inputs.ids, kind="stable")  # position-independent: run in id order
+        picks, dist = badge_kmeanspp(inputs.probs[canon], inputs.features[canon], batch_size, seed, inputs.multi_label)
+        return _selection_from_picks(self.name, inputs, canon[picks], _uncanon(dist, canon), batch_size, seed)

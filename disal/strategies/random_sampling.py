@@ -17,7 +17,7 @@ class RandomSampling(Strategy):
 
     def select(self, inputs: ScoringInputs, batch_size: int, seed: int = 0) -> Selection:
         check_selection_args(self.name, inputs, batch_size)
-        order = seeded_order(np.zeros(len(inputs)), seed)
+        order = seeded_order(np.zeros(len(inputs)), seed, inputs.ids)
         # Expose the random order as a score so queues built from scores keep it.
         scores = np.empty(len(inputs))
         scores[order] = np.linspace(1.0, 0.0, len(inputs))

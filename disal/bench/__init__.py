@@ -1,0 +1,1 @@
+"""The active-learning simulator: `python -m disal.bench --help`."""

@@ -1,0 +1,92 @@
+"""python -m disal.bench: simulate active learning on real data and report learning curves."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ..data import load_dataset, load_table
+from ..strategies import STRATEGY_NAMES
+from ..strategies.influence import CHECKPOINT_WEIGHTS, DIRECTIONS, DYNAMICS, SIGNS, DisalOptions
+from ..training.head import HeadConfig
+from .features import default_cache_dir
+from .simulator import SimulationConfig, simulate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DisalOptions()
+    h = HeadConfig()
+    p = argparse.ArgumentParser(prog="python -m disal.bench", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=("bbc", "r8"), default="bbc")
+    data.add_argument("--train", help="CSV or JSONL training file (overrides --dataset)")
+    data.add_argument("--test", help="CSV or JSONL test file (with --train)")
+    data.add_argument("--text-column", default="text")
+    data.add_argument("--label-column", default="label")
+    data.add_argument("--max-train", type=int, default=3000, help="seeded subsample of the training pool")
+    data.add_argument("--max-test", type=int, default=1000, help="seeded subsample of the test split")
+    loop = p.add_argument_group("loop")
+    loop.add_argument("--strategies", default="disal,random",
+                      help=f"comma-separated; any of {', '.join(STRATEGY_NAMES)}; DISAL variants as "
+                           "disal:sign=descent:direction=segment")
+    loop.add_argument("--seeds", type=int, default=3)
+    loop.add_argument("--initial", type=int, default=20)
+    loop.add_argument("--batch", type=int, default=20)
+    loop.add_argument("--rounds", type=int, default=8)
+    loop.add_argument("--max-candidates", type=int, default=None, help="score a seeded random subset of the pool")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default=None, help="HF model id or local path (default: packaged all-MiniLM-L6-v2)")
+    model.add_argument("--max-length", type=int, default=128)
+    model.add_argument("--train-mode", choices=("head", "finetune"), default="head",
+                       help="head: frozen encoder, cached features, linear head; finetune: train `--params`")
+    model.add_argument("--params", default="head", help="finetune mode: head, all or last-N")
+    model.add_argument("--head-steps", type=int, default=h.steps)
+    model.add_argument("--head-lr", type=float, default=h.lr)
+    model.add_argument("--epochs", type=int, default=3, help="finetune mode epochs per round")
+    model.add_argument("--checkpoints", type=int, default=h.num_checkpoints, help="K")
+    method = p.add_argument_group("DISAL options (see docs/method.md)")
+    method.add_argument("--direction", choices=DIRECTIONS, default=d.direction)
+    method.add_argument("--dynamic", choices=DYNAMICS, default=d.dynamic)
+    method.add_argument("--lam", type=float, default=d.lam)
+    method.add_argument("--sign", choices=SIGNS, default=d.sign)
+    method.add_argument("--weights", choices=CHECKPOINT_WEIGHTS, default=d.weights)
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default="bench/out/sim", type=Path)
+    out.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="feature cache ('' disables)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"))
+    if args.train or args.test:
+        if not (args.train and args.test):
+            print("error: --train and --test go together", file=sys.stderr)
+            return 2
+        ds = load_table(args.train, args.test, args.text_column, args.label_column)
+    else:
+        ds = load_dataset(args.dataset)
+    ds = ds.subsample(args.max_train, args.max_test, seed=0)
+    cfg = SimulationConfig(
+        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+        seeds=args.seeds, initial=args.initial, batch=args.batch, rounds=args.rounds,
+        train_mode=args.train_mode, params=args.params if args.train_mode == "finetune" else "head",
+        head=HeadConfig(steps=args.head_steps, lr=args.head_lr, num_checkpoints=args.checkpoints),
+        disal_options={"direction": args.direction, "dynamic": args.dynamic, "lam": args.lam, "sign": args.sign,
+                       "weights": args.weights},
+        max_candidates=args.max_candidates, finetune_epochs=args.epochs,
+    )
+    print(f"dataset {ds.name}: {len(ds.train_texts)} train / {len(ds.test_texts)} test, {len(ds.classes)} classes; "
+          f"strategies {', '.join(cfg.strategies)}; {cfg.seeds} seeds x {cfg.rounds} rounds", flush=True)
+    cache = args.cache_dir if str(args.cache_dir) else None
+    simulate(ds, cfg, args.model, args.out, args.max_length, cache)
+    print(f"wrote {args.out}/results.jsonl, summary.md, curves.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Frozen-encoder features, computed once per (model, max_length, texts) and cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DISAL_CACHE_DIR", Path.home() / ".cache" / "disal"))
+
+
+def texts_key(model_id: str, max_length: int, texts: Sequence[str]) -> str:
+    h = hashlib.sha1(f"{model_id}|{max_length}|{len(texts)}".encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "replace"))
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def cached_encode(adapter, texts: Sequence[str], cache_dir: Path | None, label: str = "texts") -> np.ndarray:
+    """adapter.encode(texts), read from / written to `cache_dir` when given."""
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "features" / f"{texts_key(adapter.model_id, adapter.max_length, texts)}.npy"
+        if path.exists():
+            return np.load(path)
+    t0 = time.time()
+    last = [t0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.time()
+        if now - last[0] > 10 or done == total:
+            last[0] = now
+            print(f"  encoding {label}: {done}/{total} ({done / max(now - t0, 1e-9):.1f} texts/s)", flush=True)
+
+    feats = adapter.encode(texts, progress=progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, feats)
+        os.replace(tmp, path)
+    return feats
