@@ -155,6 +155,8 @@ def simulate(ds: TextDataset, cfg: SimulationConfig, model: str | None, out: Pat
     if cfg.train_mode == "head":
         Xtr = cached_encode(adapter, ds.train_texts, cache_dir, "train")
         Xte = cached_encode(adapter, ds.test_texts, cache_dir, "test")
+        # Tiny matrices from here on: one thread is faster and immune to oversubscription on a shared CPU.
+        torch.set_num_threads(1)
         sim = HeadSimulation(Xtr, ds.train_labels, Xte, ds.test_labels, len(ds.classes), cfg)
         full_acc = sim.full_data_accuracy()
         print(f"full-data accuracy ({len(Xtr)} labels, frozen encoder + head): {full_acc:.4f}", flush=True)
