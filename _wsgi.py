@@ -1,0 +1,46 @@
+"""Entry point: `app` for gunicorn (make serve), `python _wsgi.py --port N` for development.
+
+Jobs run in threads of this process, so serve with ONE worker process and several threads
+(`gunicorn -w 1 --threads 8 _wsgi:app`): more worker processes would each train on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from disal.config import ConfigError, Settings
+from disal.server import create_app
+from model import DisalModel
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request URL at INFO; keep it at WARNING (URLs carry no token, but it is noise)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def build_app(settings: Settings | None = None):
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    logging.getLogger("disal").info("starting disal-backend: %s", settings.public())
+    return create_app(DisalModel(settings))
+
+
+try:
+    app = build_app()
+except ConfigError as exc:  # a clear one-line message instead of a traceback
+    sys.stderr.write(f"disal-backend: configuration error: {exc}\n")
+    raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="DISAL Label Studio ML backend (development server)")
+    parser.add_argument("--host", default=os.environ.get("HOST_BIND", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9090")))
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args()
+    app.run(host=args.host, port=args.port, debug=args.debug, threaded=True, use_reloader=False)

@@ -1,0 +1,172 @@
+"""Every setting of the backend, read from the environment in one place.
+
+Why one frozen dataclass: the server, the jobs and the Label Studio client all receive the same
+`Settings` object, so a test builds one with `Settings(...)` and nothing reads `os.environ` behind
+its back. Secrets (`label_studio_api_key`, `basic_auth_pass`) are excluded from `repr` so a settings
+object that reaches a log line never carries them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the backend cannot use."""
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true/false)")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Backend settings. Environment variable = field name in upper case (see `ENV_DOC`)."""
+
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    model_dir: Path = Path("model_dir")
+    model_name: str | None = None
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    min_annotations_to_train: int = 1
+    use_uncertainty_sampling: bool = False
+    strategy: str = "disal"
+    push_chunk_size: int = 500
+    log_level: str = "INFO"
+    page_size: int = 500
+    max_length: int = 128
+    encode_batch_size: int = 32
+    max_text_chars: int = 20_000
+    coldstart_batch: int = 500
+    delete_old_versions: bool = True
+    ls_timeout: float = 30.0
+    ls_retries: int = 4
+    ls_backoff: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        from .strategies import make_strategy
+
+        try:
+            make_strategy(self.strategy)
+        except ValueError as exc:
+            raise ConfigError(f"STRATEGY={self.strategy!r}: {exc}") from None
+        if self.push_chunk_size < 1 or self.page_size < 1:
+            raise ConfigError("PUSH_CHUNK_SIZE and PAGE_SIZE must be >= 1")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read every setting; raise ConfigError naming the variable on a bad value."""
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            label_studio_url=_str(env, "LABEL_STUDIO_URL"),
+            label_studio_api_key=_str(env, "LABEL_STUDIO_API_KEY"),
+            model_dir=Path(_str(env, "MODEL_DIR", str(d.model_dir))),
+            model_name=_str(env, "MODEL_NAME"),
+            basic_auth_user=_str(env, "BASIC_AUTH_USER"),
+            basic_auth_pass=_str(env, "BASIC_AUTH_PASS"),
+            min_annotations_to_train=_int(env, "MIN_ANNOTATIONS_TO_TRAIN", d.min_annotations_to_train, 1),
+            use_uncertainty_sampling=_bool(env, "USE_UNCERTAINTY_SAMPLING", d.use_uncertainty_sampling),
+            strategy=_str(env, "STRATEGY", d.strategy),
+            push_chunk_size=_int(env, "PUSH_CHUNK_SIZE", d.push_chunk_size, 1),
+            log_level=(_str(env, "LOG_LEVEL", d.log_level) or d.log_level).upper(),
+            page_size=_int(env, "PAGE_SIZE", d.page_size, 1),
+            max_length=_int(env, "MAX_LENGTH", d.max_length, 8),
+            encode_batch_size=_int(env, "ENCODE_BATCH_SIZE", d.encode_batch_size, 1),
+            max_text_chars=_int(env, "MAX_TEXT_CHARS", d.max_text_chars, 1),
+            coldstart_batch=_int(env, "COLDSTART_BATCH", d.coldstart_batch, 1),
+            delete_old_versions=_bool(env, "DELETE_OLD_VERSIONS", d.delete_old_versions),
+            ls_timeout=_float(env, "LS_TIMEOUT", d.ls_timeout, 0.1),
+            ls_retries=_int(env, "LS_RETRIES", d.ls_retries, 0),
+            ls_backoff=_float(env, "LS_BACKOFF", d.ls_backoff, 0.0),
+            seed=_int(env, "SEED", d.seed, 0),
+        )
+
+    def public(self) -> dict:
+        """The settings without secrets, for /health and log lines."""
+        secret = {"label_studio_api_key", "basic_auth_pass"}
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in secret:
+                out[f.name] = "set" if value else None
+            else:
+                out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+ENV_DOC = {
+    "LABEL_STUDIO_URL": "Label Studio base URL (default: the hostname Label Studio sends in /setup)",
+    "LABEL_STUDIO_API_KEY": "legacy token or personal access token (default: the token from /setup)",
+    "MODEL_DIR": "where model versions, labels and the feature cache live (default ./model_dir)",
+    "MODEL_NAME": "Hugging Face encoder id or local path (default: the packaged all-MiniLM-L6-v2)",
+    "BASIC_AUTH_USER / BASIC_AUTH_PASS": "protect every route with HTTP basic auth",
+    "MIN_ANNOTATIONS_TO_TRAIN": "new or changed labels needed before an event retrains (default 1)",
+    "USE_UNCERTAINTY_SAMPLING": "switch the project to 'Uncertainty sampling' (default false)",
+    "STRATEGY": "acquisition strategy: disal (default) or a baseline name",
+    "PUSH_CHUNK_SIZE": "predictions per bulk import request (default 500)",
+    "LOG_LEVEL": "DEBUG, INFO (default), WARNING",
+    "PAGE_SIZE": "tasks per page when reading Label Studio (default 500)",
+    "MAX_LENGTH": "encoder token limit (default 128)",
+    "ENCODE_BATCH_SIZE": "texts per encoder batch (default 32)",
+    "MAX_TEXT_CHARS": "texts are cut to this many characters before tokenizing (default 20000)",
+    "COLDSTART_BATCH": "CoreSet picks at cold start; the rest follow by distance (default 500)",
+    "DELETE_OLD_VERSIONS": "delete predictions of older disal versions after a push (default true)",
+    "LS_TIMEOUT / LS_RETRIES / LS_BACKOFF": "Label Studio request timeout (s), retries, first backoff (s)",
+    "SEED": "seed for training and tie-breaking (default 0)",
+}

