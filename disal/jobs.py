@@ -36,6 +36,9 @@ class JobRequest:
     new_tasks: dict[int, dict] = field(default_factory=dict)  # their payloads (id -> task), when the event had them
     reasons: Counter = field(default_factory=Counter)
 
+    def __post_init__(self) -> None:
+        self.reasons = Counter(self.reasons)  # callers pass plain dicts; merging must add counts
+
     def merge(self, other: "JobRequest") -> None:
         self.train |= other.train
         self.force |= other.force

@@ -1,0 +1,217 @@
+"""An in-memory Label Studio behind httpx.MockTransport: the endpoints the backend uses, as 1.23 answers.
+
+Used by the unit tests (edge cases: pagination, retries, skipped annotations) and the integration
+test (a real tiny model trains against it). It records every request so tests can assert what was
+sent, and it can fail on purpose (`fail_next`), answer slowly, or drop connections.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+
+BASE_URL = "http://labelstudio.test"
+BACKEND_URL = "http://backend.test:9090"
+TOKEN = "legacy-token-abcdef123456"
+
+CHOICES_CONFIG = """<View>
+  <Text name="text" value="$text"/>
+  <Choices name="label" toName="text" choice="{mode}">
+    {choices}
+  </Choices>
+</View>"""
+
+
+def choices_config(labels: list[str], multiple: bool = False) -> str:
+    return CHOICES_CONFIG.format(mode="multiple" if multiple else "single",
+                                 choices="\n    ".join(f'<Choice value="{c}"/>' for c in labels))
+
+
+def annotation(choices: list[str], ann_id: int, cancelled: bool = False, from_name: str = "label",
+               updated_at: str = "2026-01-01T00:00:00Z") -> dict:
+    result = [] if not choices else [{"from_name": from_name, "to_name": "text", "type": "choices",
+                                      "value": {"choices": list(choices)}}]
+    return {"id": ann_id, "result": result, "was_cancelled": cancelled, "updated_at": updated_at}
+
+
+@dataclass
+class FakeLabelStudio:
+    """State of one fake server; `transport()` gives the MockTransport that serves it."""
+
+    label_config: str
+    project_id: int = 1
+    tasks: dict[int, dict] = field(default_factory=dict)
+    predictions: list[dict] = field(default_factory=list)
+    views: list[dict] = field(default_factory=list)
+    webhooks: list[dict] = field(default_factory=list)
+    project: dict = field(default_factory=dict)
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    fail_next: list[Any] = field(default_factory=list)  # status ints or exception instances, consumed in order
+    fail_paths: dict[str, list[Any]] = field(default_factory=dict)  # path regex -> failures
+    on_request: Callable[[httpx.Request], None] | None = None
+    ignore_filters: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _next_ids: dict = field(default_factory=lambda: {"ann": 1000, "pred": 1, "view": 1})
+
+    def __post_init__(self) -> None:
+        self.project = {"id": self.project_id, "title": "Fake", "label_config": self.label_config,
+                        "model_version": "", "sampling": "Sequential sampling",
+                        "created_at": "2026-01-01T00:00:00Z"}
+        self.webhooks = [{"id": 7, "project": self.project_id, "url": f"{BACKEND_URL}/webhook",
+                          "send_for_all_actions": True, "headers": {}, "is_active": True}]
+
+    # -- fixtures helpers ------------------------------------------------------------------------
+    def add_tasks(self, texts: list[str], start_id: int = 1, field_name: str = "text") -> list[int]:
+        ids = []
+        for i, text in enumerate(texts):
+            tid = start_id + i
+            self.tasks[tid] = {"id": tid, "project": self.project_id, "data": {field_name: text},
+                               "annotations": [], "predictions": []}
+            ids.append(tid)
+        return ids
+
+    def annotate(self, task_id: int, choices: list[str], cancelled: bool = False) -> dict:
+        with self.lock:
+            self._next_ids["ann"] += 1
+            ann = annotation(choices, self._next_ids["ann"], cancelled,
+                             updated_at=f"2026-01-01T00:00:{self._next_ids['ann'] % 60:02d}Z")
+            self.tasks[task_id]["annotations"].append(ann)
+            return ann
+
+    def total_annotations(self, task: dict) -> int:
+        return sum(1 for a in task["annotations"] if not a.get("was_cancelled"))
+
+    def predictions_of(self, version: str) -> dict[int, dict]:
+        return {p["task"]: p for p in self.predictions if p.get("model_version") == version}
+
+    def calls(self, method: str, path_regex: str) -> list[tuple[str, str, Any]]:
+        return [r for r in self.requests if r[0] == method and re.fullmatch(path_regex, r[1])]
+
+    # -- transport -------------------------------------------------------------------------------
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=self.transport(), base_url=BASE_URL)
+
+    def _serialize_task(self, task: dict) -> dict:
+        t = dict(task)
+        t["total_annotations"] = self.total_annotations(task)
+        t["cancelled_annotations"] = sum(1 for a in task["annotations"] if a.get("was_cancelled"))
+        t["is_labeled"] = t["total_annotations"] > 0
+        t["predictions"] = [p for p in self.predictions if p["task"] == task["id"]]
+        return t
+
+    def _filter(self, tasks: list[dict], query: str | None) -> list[dict]:
+        if not query or self.ignore_filters:
+            return tasks
+        q = json.loads(query)
+        items = ((q.get("filters") or {}).get("items")) or []
+        out = tasks
+        for item in items:
+            assert item["filter"] == "filter:tasks:total_annotations", item
+            op, value = item["operator"], item["value"]
+            if op == "greater":
+                out = [t for t in out if self.total_annotations(t) > value]
+            elif op == "equal":
+                out = [t for t in out if self.total_annotations(t) == value]
+            else:
+                raise AssertionError(f"unexpected operator {op}")
+        return out
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        body = None
+        if request.content:
+            try:
+                body = json.loads(request.content)
+            except ValueError:
+                body = request.content
+        with self.lock:
+            self.requests.append((request.method, path, body))
+            failure = self.fail_next.pop(0) if self.fail_next else None
+            if failure is None:
+                for rx, fails in self.fail_paths.items():
+                    if fails and re.fullmatch(rx, path):
+                        failure = fails.pop(0)
+                        break
+        if self.on_request:
+            self.on_request(request)
+        if isinstance(failure, Exception):
+            raise failure
+        if isinstance(failure, int):
+            return httpx.Response(failure, json={"detail": f"injected {failure}"})
+        auth = request.headers.get("authorization", "")
+        if auth != f"Token {TOKEN}":
+            return httpx.Response(401, json={"detail": "Authentication credentials were not provided."})
+        pid = self.project_id
+        m = request.method
+        with self.lock:
+            if path == f"/api/projects/{pid}/" and m == "GET":
+                return httpx.Response(200, json=self.project)
+            if path == f"/api/projects/{pid}/" and m == "PATCH":
+                self.project.update(body or {})
+                return httpx.Response(200, json=self.project)
+            if re.fullmatch(r"/api/projects/\d+/", path):
+                return httpx.Response(404, json={"detail": "Not found."})
+            if path == "/api/tasks/" and m == "GET":
+                params = request.url.params
+                if params.get("project") != str(pid):
+                    return httpx.Response(200, json={"tasks": [], "total": 0})
+                page, size = int(params.get("page", 1)), int(params.get("page_size", 100))
+                tasks = self._filter(sorted(self.tasks.values(), key=lambda t: t["id"]), params.get("query"))
+                chunk = tasks[(page - 1) * size : page * size]
+                if page > 1 and not chunk:
+                    return httpx.Response(404, json={"detail": "Invalid page."})
+                return httpx.Response(200, json={"tasks": [self._serialize_task(t) for t in chunk],
+                                                 "total": len(tasks), "total_annotations": 0,
+                                                 "total_predictions": 0})
+            if (mt := re.fullmatch(r"/api/tasks/(\d+)/", path)) and m == "GET":
+                task = self.tasks.get(int(mt.group(1)))
+                if task is None:
+                    return httpx.Response(404, json={"detail": "Not found."})
+                return httpx.Response(200, json=self._serialize_task(task))
+            if path == f"/api/projects/{pid}/import/predictions" and m == "POST":
+                for p in body:
+                    if p["task"] not in self.tasks:
+                        return httpx.Response(400, json={"detail": f"task {p['task']} not found"})
+                for p in body:
+                    self._next_ids["pred"] += 1
+                    self.predictions.append({**p, "id": self._next_ids["pred"], "project": pid})
+                return httpx.Response(201, json={"created": len(body)})
+            if path == f"/api/projects/{pid}/model-versions/" and m == "GET":
+                counts: dict[str, int] = {}
+                for p in self.predictions:
+                    counts[p["model_version"]] = counts.get(p["model_version"], 0) + 1
+                return httpx.Response(200, json=counts)
+            if path == f"/api/projects/{pid}/model-versions/" and m == "DELETE":
+                version = (body or {}).get("model_version")
+                before = len(self.predictions)
+                self.predictions = [p for p in self.predictions if p["model_version"] != version]
+                return httpx.Response(200, json={"deleted": before - len(self.predictions)})
+            if path == "/api/dm/views/" and m == "GET":
+                return httpx.Response(200, json=[v for v in self.views
+                                                 if str(v["project"]) == request.url.params.get("project")])
+            if path == "/api/dm/views/" and m == "POST":
+                self._next_ids["view"] += 1
+                view = {"id": self._next_ids["view"], "project": body["project"], "data": body["data"]}
+                self.views.append(view)
+                return httpx.Response(201, json=view)
+            if path == "/api/ml/" and m == "GET":
+                return httpx.Response(200, json=[{"id": 3, "url": BACKEND_URL, "project": pid, "title": "DISAL",
+                                                  "state": "CO"}])
+            if path == "/api/webhooks/" and m == "GET":
+                return httpx.Response(200, json=[h for h in self.webhooks
+                                                 if str(h["project"]) == request.url.params.get("project")])
+            if (mw := re.fullmatch(r"/api/webhooks/(\d+)/", path)) and m == "PATCH":
+                for h in self.webhooks:
+                    if h["id"] == int(mw.group(1)):
+                        h.update(body or {})
+                        return httpx.Response(200, json=h)
+                return httpx.Response(404, json={"detail": "Not found."})
+        return httpx.Response(404, json={"detail": f"fake has no {m} {path}"})
