@@ -89,7 +89,7 @@ def parse_label_config(xml: str) -> LabelSpec:
     labels = tuple(dict.fromkeys(str(x) for x in (ctrl.labels or [])))
     if len(labels) < 2:
         raise UnsupportedConfigError(f"<Choices name=\"{ctrl.name}\"> has {len(labels)} choice(s); at least 2 are "
-                                     "needed to classify")
+                                     f"needed to classify; supported: {SUPPORTED}")
     mode = str(ctrl.attr.get("choice", "single")).lower()
     if mode not in ("single", "single-radio", "multiple"):
         raise UnsupportedConfigError(f"<Choices choice={mode!r}> is not supported; supported: {SUPPORTED}")

@@ -13,8 +13,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.trainings = Counter("disal_trainings", "Training rounds finished, by outcome",
-                                 ["project", "outcome"], registry=r)
+        self.trainings = Counter("disal_trainings", "Rounds that pushed a new version, by kind (head, coldstart)",
+                                 ["project", "kind"], registry=r)
         self.jobs = Counter("disal_jobs", "Background jobs run, by outcome", ["project", "outcome"], registry=r)
         self.phase_seconds = Histogram("disal_job_phase_seconds", "Duration of job phases (fetch, encode, train, "
                                        "score, push, total)", ["phase"], buckets=PHASE_BUCKETS, registry=r)

@@ -215,3 +215,91 @@ class FakeLabelStudio:
                         return httpx.Response(200, json=h)
                 return httpx.Response(404, json={"detail": "Not found."})
         return httpx.Response(404, json={"detail": f"fake has no {m} {path}"})
+
+
+class HashingAdapter:
+    """A stand-in encoder for route tests: hashed bag of words, deterministic, no model files.
+
+    The integration test uses a real (tiny) Hugging Face encoder instead.
+    """
+
+    model_id = "hashing-test-encoder"
+
+    def __init__(self, dim: int = 32) -> None:
+        self.dim = dim
+        self.calls = 0
+
+    def encode(self, texts, progress=None):
+        import hashlib
+
+        import numpy as np
+
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                h = int(hashlib.md5(word.encode()).hexdigest(), 16)
+                out[i, h % self.dim] += 1.0 if (h >> 8) % 2 else -1.0
+            out[i] /= max(1.0, float(np.linalg.norm(out[i])))
+        if progress:
+            progress(len(texts), len(texts))
+        return out
+
+
+TOPICS = {
+    "sport": "football match team goal game win",
+    "business": "market shares profit bank money trade",
+    "tech": "phone software computer internet game",
+}
+
+
+def topic_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, topic) pairs built from topic words + shared filler, for a learnable toy task."""
+    import random
+
+    rng = random.Random(seed)
+    filler = "the a of and to in is it that was for on are with as".split()
+    out = []
+    topics = sorted(TOPICS)
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        words = rng.sample(TOPICS[topic].split(), 3) + rng.sample(filler, 4)
+        rng.shuffle(words)
+        out.append((" ".join(words) + f" item{i}", topic))
+    return out
+
+
+def make_backend(tmp_path, fake: FakeLabelStudio, adapter_factory=None, **settings):
+    """(flask test client, DisalModel, app) wired to `fake`, with MODEL_DIR under tmp_path."""
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from disal.config import Settings
+    from disal.server import create_app
+    from disal.training.head import HeadConfig
+    from model import DisalModel
+
+    base = dict(label_studio_url=BASE_URL, label_studio_api_key=TOKEN, model_dir=Path(tmp_path) / "model_dir",
+                ls_backoff=0.0, page_size=7, push_chunk_size=5)
+    base.update(settings)
+    s = Settings(**base)
+    model = DisalModel(s, httpx_client=httpx.Client(transport=fake.transport()),
+                       adapter_factory=adapter_factory or HashingAdapter, head_config=HeadConfig(steps=60),
+                       ls_sleep=lambda _: None)
+    app = create_app(model)
+    return app.test_client(), model, app
+
+
+def setup_payload(fake: FakeLabelStudio, **extra) -> dict:
+    return {"project": f"{fake.project_id}.1767225600", "schema": fake.label_config, "hostname": BASE_URL,
+            "access_token": TOKEN, "extra_params": None, **extra}
+
+
+def annotation_event(fake: FakeLabelStudio, task_id: int, action: str = "ANNOTATION_CREATED") -> dict:
+    task = fake.tasks[task_id]
+    ann = task["annotations"][-1] if task["annotations"] else {"id": 1, "result": []}
+    return {"action": action, "annotation": ann, "task": {"id": task_id, "data": task["data"]},
+            "project": {"id": fake.project_id, "title": "Fake"}}
