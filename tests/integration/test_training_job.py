@@ -1,0 +1,124 @@
+"""A real training job: tiny Hugging Face encoder (tiny_model_dir) + linear head + DISAL, against a
+MockTransport Label Studio, through the backend's routes. Marked slow (seconds, not minutes)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fake_labelstudio import (FakeLabelStudio, annotation_event, choices_config, make_backend,  # noqa: E402
+                              setup_payload, topic_texts)
+
+pytestmark = pytest.mark.slow
+
+LABELS = ["business", "sport", "tech"]
+
+
+@pytest.fixture
+def fake() -> FakeLabelStudio:
+    ls = FakeLabelStudio(choices_config(LABELS))
+    ls.add_tasks([t for t, _ in topic_texts(60, seed=3)])
+    return ls
+
+
+def real_backend(tmp_path, fake, tiny_model_dir, **kw):
+    from disal.training.adapter import HFTextAdapter
+
+    def factory():
+        return HFTextAdapter(str(tiny_model_dir), num_labels=2, max_length=32, batch_size=16)
+
+    return make_backend(tmp_path, fake, adapter_factory=factory, model_name=str(tiny_model_dir), **kw)
+
+
+def test_real_round_trains_scores_with_disal_and_pushes(tmp_path, fake, tiny_model_dir):
+    client, model, _ = real_backend(tmp_path, fake, tiny_model_dir)
+    try:
+        assert client.post("/setup", json=setup_payload(fake)).status_code == 200
+        assert model.jobs.wait_idle(1, 120)
+        cold = fake.project["model_version"]
+        assert "coldstart" in cold and len(fake.predictions_of(cold)) == 60
+        assert len(model.encoder.cache) == 60  # every task encoded once, keyed by task id
+
+        topics = dict(zip(range(1, 61), (t for _, t in topic_texts(60, seed=3))))
+        for tid in range(1, 13):
+            fake.annotate(tid, [topics[tid]])
+        calls = []
+        adapter = model.encoder.adapter
+        original = adapter.encode
+        adapter.encode = lambda texts, progress=None: calls.append(len(texts)) or original(texts, progress)
+        t0 = time.perf_counter()
+        r = client.post("/webhook", json=annotation_event(fake, 12))
+        webhook_s = time.perf_counter() - t0
+        assert r.status_code == 201 and webhook_s < 0.1
+        assert model.jobs.wait_idle(1, 120)
+        assert calls == []  # the feature cache served every text: nothing re-encoded
+
+        version = fake.project["model_version"]
+        v = model.store(1).current()
+        assert v.name == version and v.kind == "head" and v.meta["strategy"] == "disal"
+        assert v.trajectory.num_checkpoints == 5 and v.trajectory.meta["n_train"] == 12
+        preds = fake.predictions_of(version)
+        assert sorted(preds) == list(range(13, 61))
+        assert fake.predictions_of(cold) == {}
+        scores = np.array(sorted(p["score"] for p in preds.values()))
+        assert scores[0] == 0.0 and scores[-1] == 1.0 and len(np.unique(scores)) == 48
+
+        # the pushed priorities are DISAL's order: recompute DISAL on the saved version and compare
+        from disal.scoring import head_scoring_inputs
+        from disal.strategies import make_strategy
+
+        ids = sorted(preds)
+        feats = np.stack([model.encoder.cache.get(i) for i in ids])
+        strategy = make_strategy("disal")
+        raw = strategy.score(head_scoring_inputs(np.asarray(ids), feats, v.head, v.trajectory, strategy=strategy))
+        best = ids[int(np.argmax(raw))]
+        assert preds[best]["score"] == 0.0
+
+        # /predict for one task, and for a batch
+        t0 = time.perf_counter()
+        r = client.post("/predict", json={"tasks": [fake.tasks[40]], "project": "1.1",
+                                          "label_config": fake.label_config})
+        one_s = time.perf_counter() - t0
+        assert r.status_code == 200 and r.get_json()["results"][0]["score"] == pytest.approx(preds[40]["score"])
+        fresh = [{"id": 1000 + i, "data": {"text": t}} for i, (t, _) in enumerate(topic_texts(100, seed=9))]
+        t0 = time.perf_counter()
+        r = client.post("/predict", json={"tasks": fresh, "project": "1.1", "label_config": fake.label_config})
+        batch_s = time.perf_counter() - t0
+        out = r.get_json()["results"]
+        assert len(out) == 100 and all(0.0 <= x["score"] <= 1.0 for x in out)
+        print(f"\nwebhook answer {webhook_s * 1000:.1f} ms; predict 1 task {one_s * 1000:.1f} ms; "
+              f"predict 100 new tasks {batch_s * 1000:.0f} ms")
+    finally:
+        model.close()
+
+
+def test_restart_with_the_real_encoder_serves_and_retrains(tmp_path, fake, tiny_model_dir):
+    client, model, _ = real_backend(tmp_path, fake, tiny_model_dir)
+    topics = dict(zip(range(1, 61), (t for _, t in topic_texts(60, seed=3))))
+    try:
+        client.post("/setup", json=setup_payload(fake))
+        assert model.jobs.wait_idle(1, 120)
+        for tid in range(1, 7):
+            fake.annotate(tid, [topics[tid]])
+        client.post("/webhook", json=annotation_event(fake, 6))
+        assert model.jobs.wait_idle(1, 120)
+        version = fake.project["model_version"]
+    finally:
+        model.close()
+    client2, model2, _ = real_backend(tmp_path, fake, tiny_model_dir)
+    try:
+        assert len(model2.encoder.cache) == 60  # the feature cache survived the restart
+        r = client2.post("/predict", json={"tasks": [fake.tasks[30]], "project": "1.1"})
+        assert r.get_json()["model_version"] == version
+        fake.annotate(7, [topics[7]])
+        client2.post("/webhook", json=annotation_event(fake, 7))
+        assert model2.jobs.wait_idle(1, 120)
+        v = model2.store(1).current()
+        assert v.name != version and 7 in v.labels and v.labels[1]["round"] == 2 and v.labels[7]["round"] == 3
+    finally:
+        model2.close()
