@@ -32,3 +32,11 @@ test-fast: install
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache bench/out
+
+## The backend: ONE gunicorn worker with threads (jobs live in-process), on $PORT (default 9090).
+## Configured by LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, MODEL_DIR, MODEL_NAME (see README).
+THREADS ?= 8
+serve: install
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/gunicorn --workers 1 --threads $(THREADS) \
+		--bind $${HOST_BIND:-0.0.0.0}:$(PORT) --timeout 120 --graceful-timeout 10 \
+		--access-logfile - _wsgi:app
