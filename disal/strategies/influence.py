@@ -34,8 +34,8 @@ class DisalOptions:
 
     direction: str = "accumulated"
     dynamic: str = "mean-prediction"
-    lam: float = 1.0
-    sign: str = "ascent"
+    lam: float = 0.3
+    sign: str = "descent"
     weights: str = "uniform"
     last_checkpoint_only: bool = False
 
