@@ -135,7 +135,7 @@ class DisalModel:
         raise RequestError(404, f"unknown project {project_id}: connect the backend (POST /setup) first")
 
     # -- /setup ----------------------------------------------------------------------------------
-    def setup(self, payload: dict) -> dict:
+    def setup(self, payload: dict, host: str | None = None) -> dict:
         """Validate the label config, remember the project, start the first queue if there is none."""
         if "project" not in payload:
             raise RequestError(400, "setup: missing 'project'")
@@ -152,12 +152,16 @@ class DisalModel:
         store = self.store(pid)
         info = store.load_info()
         hostname = payload.get("hostname") if isinstance(payload.get("hostname"), str) else info.get("hostname")
-        new_info = {"spec": spec.as_dict(), "hostname": hostname, "extra_params": _extra_params(payload.get("extra_params"))}
+        hosts = list(info.get("backend_hosts") or [])
+        if host and host not in hosts:  # how Label Studio reaches us: identifies our webhook
+            hosts = (hosts + [host])[-5:]
+        new_info = {"spec": spec.as_dict(), "hostname": hostname, "backend_hosts": hosts,
+                    "extra_params": _extra_params(payload.get("extra_params"))}
         if new_info != {k: info.get(k) for k in new_info}:
             store.save_info({**info, **new_info, "setup_at": time.time()})
         current = store.current()
-        if current is None or self.settings.auth_enabled:
-            # first queue (or make sure the webhook carries basic auth): in the background
+        if current is None or (self.settings.auth_enabled and pid not in self.job.webhook_ok):
+            # the first queue, or making sure the webhook carries basic auth: in the background
             self.jobs.submit(pid, JobRequest(initial=True, reasons={"setup": 1}))
         return {"model_version": current.name if current else None, "status": "ok"}
 

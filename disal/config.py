@@ -91,6 +91,7 @@ class Settings:
     ls_retries: int = 4
     ls_backoff: float = 0.5
     seed: int = 0
+    backend_url: str | None = None
 
     def __post_init__(self) -> None:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
@@ -135,6 +136,7 @@ class Settings:
             ls_retries=_int(env, "LS_RETRIES", d.ls_retries, 0),
             ls_backoff=_float(env, "LS_BACKOFF", d.ls_backoff, 0.0),
             seed=_int(env, "SEED", d.seed, 0),
+            backend_url=_str(env, "BACKEND_URL"),
         )
 
     def public(self) -> dict:
@@ -169,4 +171,5 @@ ENV_DOC = {
     "DELETE_OLD_VERSIONS": "delete predictions of older disal versions after a push (default true)",
     "LS_TIMEOUT / LS_RETRIES / LS_BACKOFF": "Label Studio request timeout (s), retries, first backoff (s)",
     "SEED": "seed for training and tie-breaking (default 0)",
+    "BACKEND_URL": "this backend's URL as Label Studio reaches it (default: learnt from /setup's Host header)",
 }

@@ -246,35 +246,38 @@ class LabelStudioClient:
         return int(_as_dict(view)["id"])
 
     # -- webhooks --------------------------------------------------------------------------------
-    def ensure_webhook_auth(self, project_id: int, user: str, password: str) -> int:
-        """Make this backend's project webhook(s) carry basic auth; returns how many were patched.
+    def ensure_webhook_auth(self, project_id: int, user: str, password: str,
+                            backend_hosts: Sequence[str]) -> tuple[int, int]:
+        """Make this backend's project webhook carry basic auth; returns (patched now, carrying it).
 
-        The webhook Label Studio creates on connect points at `<backend url>/webhook` and carries no
-        Authorization header, so annotation events would get 401. We find it through the project's
-        ML backends' URLs, and patch only webhooks that point at one of them.
+        The webhook Label Studio creates on connect points at `<backend url>/webhook` without an
+        Authorization header, so annotation events would get 401. It is recognised by its host
+        (`backend_hosts`: the Host Label Studio used to reach us, and BACKEND_URL), so another
+        service's webhook never receives our credentials. Deliberately no ML-backend listing here:
+        Label Studio answers GET /api/ml by calling our /setup again, which would loop.
         """
         header = basic_auth_header(user, password)
-        backends = self._call(f"list ML backends of project {project_id}", lambda: self.sdk.ml.list(project=project_id))
-        urls = [str(_as_dict(b).get("url") or "").rstrip("/") for b in backends]
-        urls = [u for u in urls if u]
+        hosts = {h.lower() for h in backend_hosts if h}
         hooks = self._call(f"list webhooks of project {project_id}",
                            lambda: self.sdk.webhooks.list(project=str(project_id)))
-        patched = 0
+        patched = carrying = 0
         for hook in hooks:
             h = _as_dict(hook)
-            url = str(h.get("url") or "")
-            if not any(url.rstrip("/") == f"{u}/webhook" for u in urls):
+            url = httpx.URL(str(h.get("url") or ""))
+            if url.netloc.decode().lower() not in hosts or not url.path.rstrip("/").endswith("/webhook"):
                 continue
             headers = dict(h.get("headers") or {})
             if headers.get("Authorization") == header:
+                carrying += 1
                 continue
             headers["Authorization"] = header
             self._call(f"patch webhook {h.get('id')}", lambda i=h["id"], hd=headers: self.sdk.webhooks.update(
                 id=int(i), headers=hd))
             patched += 1
+            carrying += 1
         if patched:
             log.info("project %s: %d webhook(s) now carry basic auth", project_id, patched)
-        return patched
+        return patched, carrying
 
     def close(self) -> None:
         try:

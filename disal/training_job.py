@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
+import httpx
 import numpy as np
 
 from .config import Settings
@@ -133,6 +134,7 @@ class TrainingJob:
         self.client_for = client_for
         self.metrics = metrics
         self.head_config = head_config or HeadConfig()
+        self.webhook_ok: set[int] = set()  # projects whose webhook was seen carrying our basic auth
 
     # -- entry point -----------------------------------------------------------------------------
     def __call__(self, project_id: int, request: JobRequest, ctx: JobContext) -> dict:
@@ -143,13 +145,7 @@ class TrainingJob:
         spec = parse_label_config(project.get("label_config") or "")
         self._observe("fetch", t0)
         warnings: list[str] = []
-        if self.settings.auth_enabled:
-            try:
-                ls.ensure_webhook_auth(project_id, self.settings.basic_auth_user, self.settings.basic_auth_pass)
-            except LabelStudioError as exc:
-                warnings.append(str(exc))
-                log.error("project %s: could not make the webhook carry basic auth: %s", project_id, exc)
-                self._error("webhook_auth")
+        self.ensure_webhook_auth(project_id, store, ls, warnings)
         summary: dict = {"outcome": "nothing to do"}
         current = store.current()
         if request.train or (request.initial and current is None):
@@ -158,8 +154,32 @@ class TrainingJob:
             summary = {"outcome": "up to date", "version": current.name}
         if request.new_task_ids and summary.get("outcome") != "pushed":
             summary["new_tasks"] = self.score_new_tasks(project_id, request, ctx, store, ls)
+        if project_id not in self.webhook_ok:  # connecting creates the webhook after /setup: look again
+            self.ensure_webhook_auth(project_id, store, ls, warnings)
         summary["warnings"] = warnings + summary.get("warnings", [])
         return summary
+
+    def ensure_webhook_auth(self, project_id: int, store: ProjectStore, ls: LabelStudioClient,
+                            warnings: list[str]) -> None:
+        """With basic auth on, make sure annotation events can reach us (see LabelStudioClient)."""
+        s = self.settings
+        if not s.auth_enabled or project_id in self.webhook_ok:
+            return
+        hosts = list(store.load_info().get("backend_hosts") or [])
+        if s.backend_url:
+            hosts.append(httpx.URL(s.backend_url).netloc.decode())
+        try:
+            _, carrying = ls.ensure_webhook_auth(project_id, s.basic_auth_user, s.basic_auth_pass, hosts)
+        except LabelStudioError as exc:
+            warnings.append(str(exc))
+            log.error("project %s: could not make the webhook carry basic auth: %s", project_id, exc)
+            self._error("webhook_auth")
+            return
+        if carrying:
+            self.webhook_ok.add(project_id)
+        else:
+            warnings.append(f"no webhook to {hosts} found yet: annotation events will get 401 until it carries "
+                            "basic auth (set BACKEND_URL if Label Studio reaches this backend by another name)")
 
     # -- a training round ------------------------------------------------------------------------
     def train_round(self, project_id: int, request: JobRequest, ctx: JobContext, store: ProjectStore,

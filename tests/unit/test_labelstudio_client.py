@@ -150,13 +150,20 @@ def test_uncertainty_sampling(fake):
 
 
 def test_webhook_gets_basic_auth_header_once(fake):
-    fake.webhooks.append({"id": 8, "project": 1, "url": "http://someone-else/webhook", "headers": {}})
+    fake.webhooks.append({"id": 8, "project": 1, "url": "http://someone-else:9090/webhook", "headers": {}})
     c, _ = client(fake)
-    assert c.ensure_webhook_auth(1, "user", "pa:ss") == 1
+    assert c.ensure_webhook_auth(1, "user", "pa:ss", ["backend.test:9090"]) == (1, 1)
     assert fake.webhooks[0]["headers"] == {"Authorization": basic_auth_header("user", "pa:ss")}
     assert fake.webhooks[0]["url"] == f"{BACKEND_URL}/webhook"
-    assert fake.webhooks[1]["headers"] == {}  # another service's webhook is left alone
-    assert c.ensure_webhook_auth(1, "user", "pa:ss") == 0  # idempotent
+    assert fake.webhooks[1]["headers"] == {}  # another service's webhook never gets our credentials
+    assert c.ensure_webhook_auth(1, "user", "pa:ss", ["backend.test:9090"]) == (0, 1)  # idempotent
+    assert not fake.calls("GET", r"/api/ml/")  # listing ML backends makes Label Studio call /setup again
+
+
+def test_webhook_of_an_unknown_host_is_left_alone(fake):
+    c, _ = client(fake)
+    assert c.ensure_webhook_auth(1, "user", "pw", ["elsewhere:1"]) == (0, 0)
+    assert fake.webhooks[0]["headers"] == {}
 
 
 def test_basic_auth_header_format():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_labelstudio import (TOKEN, FakeLabelStudio, annotation_event, choices_config, make_backend,  # noqa: E402
+from fake_labelstudio import (BACKEND_URL, TOKEN, FakeLabelStudio, annotation_event, choices_config, make_backend,  # noqa: E402
                               setup_payload, topic_texts)
 
 LABELS = ["business", "sport", "tech"]
@@ -240,10 +240,17 @@ def test_basic_auth_protects_every_route_and_patches_the_webhook(tmp_path, fake)
             assert r.headers["WWW-Authenticate"].startswith("Basic")
         assert client.get("/health", headers=auth_header("u", "wrong")).status_code == 401
         assert client.get("/health", headers=auth_header()).status_code == 200
-        r = client.post("/setup", json=setup_payload(fake), headers=auth_header())
+        r = client.post("/setup", json=setup_payload(fake), headers=auth_header(), base_url=BACKEND_URL)
         assert r.status_code == 200
         assert model.jobs.wait_idle(1, 30)
         assert fake.webhooks[0]["headers"]["Authorization"] == auth_header()["Authorization"]
+        # Label Studio repeats /setup on every look at the ML backend: no job once all is in place
+        jobs_run = model.jobs.status(1)["jobs_run"]
+        for _ in range(5):
+            assert client.post("/setup", json=setup_payload(fake), headers=auth_header(),
+                               base_url=BACKEND_URL).status_code == 200
+        assert model.jobs.wait_idle(1, 30)
+        assert model.jobs.status(1)["jobs_run"] == jobs_run
     finally:
         model.close()
 
@@ -253,7 +260,7 @@ def test_tokens_never_reach_a_log_line(tmp_path, fake, caplog):
     client, model, _ = make_backend(tmp_path, fake, basic_auth_user="u", basic_auth_pass="secret-pass-123")
     try:
         client.post("/setup", json=setup_payload(fake, access_token="setup-token-XYZ987"), headers=auth_header(
-            "u", "secret-pass-123"))
+            "u", "secret-pass-123"), base_url=BACKEND_URL)
         assert model.jobs.wait_idle(1, 30)
         fake.fail_next = [401]
         client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}},
