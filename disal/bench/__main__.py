@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--head-steps", type=int, default=h.steps)
     model.add_argument("--head-lr", type=float, default=h.lr)
     model.add_argument("--epochs", type=int, default=3, help="finetune mode epochs per round")
+    model.add_argument("--min-steps", type=int, default=40, help="finetune mode: at least this many steps per round")
     model.add_argument("--checkpoints", type=int, default=h.num_checkpoints, help="K")
     method = p.add_argument_group("DISAL options (see docs/method.md)")
     method.add_argument("--direction", choices=DIRECTIONS, default=d.direction)
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         disal_options={"direction": args.direction, "dynamic": args.dynamic, "lam": args.lam, "sign": args.sign,
                        "weights": args.weights},
         max_candidates=args.max_candidates, finetune_epochs=args.epochs,
+        finetune_min_steps=args.min_steps,
     )
     print(f"dataset {ds.name}: {len(ds.train_texts)} train / {len(ds.test_texts)} test, {len(ds.classes)} classes; "
           f"strategies {', '.join(cfg.strategies)}; {cfg.seeds} seeds x {cfg.rounds} rounds", flush=True)

@@ -42,6 +42,7 @@ class SimulationConfig:
     max_candidates: int | None = None
     finetune_epochs: int = 3
     finetune_lr: float = 5e-5
+    finetune_min_steps: int = 40
     mc_samples: int = 20
 
 
@@ -115,7 +116,8 @@ class FinetuneSimulation:
             t0 = time.perf_counter()
             traj = ad.finetune([ds.train_texts[i] for i in labeled], ds.train_labels[labeled], params=cfg.params,
                                epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                               num_checkpoints=cfg.head.num_checkpoints, seed=round_seed)
+                               num_checkpoints=cfg.head.num_checkpoints, seed=round_seed,
+                               min_steps=cfg.finetune_min_steps)
             train_s = time.perf_counter() - t0
             pred = ad.logits(ds.test_texts).argmax(1)
             row = {"strategy": strategy.name, "seed": seed, "round": rnd, "n_labeled": len(labeled),

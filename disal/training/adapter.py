@@ -160,8 +160,13 @@ class HFTextAdapter:
 
     def finetune(self, texts: Sequence[str], targets: np.ndarray, params: str = "all", epochs: int = 3,
                  lr: float = 5e-5, head_lr: float = 5e-3, num_checkpoints: int = 5, seed: int = 0,
-                 max_trajectory_bytes: int = DEFAULT_MAX_BYTES, progress: Progress | None = None) -> Trajectory:
-        """Fine-tune the `params` set (others frozen) with AdamW + linear decay, recording the trajectory."""
+                 max_trajectory_bytes: int = DEFAULT_MAX_BYTES, progress: Progress | None = None,
+                 min_steps: int = 0) -> Trajectory:
+        """Fine-tune the `params` set (others frozen) with AdamW + linear decay, recording the trajectory.
+
+        `min_steps` adds epochs until at least that many optimizer steps run: with 20 labels and a
+        batch of 32, three epochs are three steps, far too few to move a fresh head.
+        """
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         trained = self.named_params(params)
@@ -169,6 +174,7 @@ class HFTextAdapter:
             p.requires_grad_(n in trained)
         y = torch.as_tensor(np.asarray(targets))
         steps_per_epoch = max(1, -(-len(texts) // self.batch_size))
+        epochs = max(epochs, -(-min_steps // steps_per_epoch))
         total = steps_per_epoch * epochs
         groups = [
             {"params": [p for n, p in trained.items() if not n.startswith("classifier.")], "lr": lr},

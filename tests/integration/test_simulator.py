@@ -74,7 +74,7 @@ def test_finetune_mode_scores_with_jvp(tmp_path, tiny_model_dir):
     rc = main(["--train", str(tr), "--test", str(te), "--text-column", "body", "--label-column", "topic",
                "--model", str(tiny_model_dir), "--strategies", "disal,entropy", "--seeds", "1", "--initial", "6",
                "--batch", "4", "--rounds", "2", "--train-mode", "finetune", "--params", "last-1", "--epochs", "1",
-               "--checkpoints", "2", "--out", str(out), "--cache-dir", ""])
+               "--checkpoints", "2", "--min-steps", "3", "--out", str(out), "--cache-dir", ""])
     assert rc == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["n_labeled"] for r in rows if r["strategy"] == "disal"] == [6, 10, 14]
