@@ -27,7 +27,7 @@ def build_app(settings: Settings | None = None):
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     logging.getLogger("disal").info("starting disal-backend: %s", settings.public())
-    return create_app(DisalModel(settings))
+    return create_app(DisalModel(settings, warm_up=True))
 
 
 try:

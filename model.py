@@ -71,7 +71,7 @@ class DisalModel:
 
     def __init__(self, settings: Settings | None = None, *, httpx_client: httpx.Client | None = None,
                  adapter_factory: Callable[[], object] | None = None, head_config: HeadConfig | None = None,
-                 ls_sleep: Callable[[float], None] = time.sleep) -> None:
+                 ls_sleep: Callable[[float], None] = time.sleep, warm_up: bool = False) -> None:
         self.settings = settings or Settings.from_env()
         self.metrics = Metrics()
         self.encoder = Encoder(self.settings, adapter_factory)
@@ -84,11 +84,20 @@ class DisalModel:
         self.job = TrainingJob(self.settings, self.encoder, self.store, self.client_for, self.metrics, head_config)
         self.jobs = JobManager(self.job, self.metrics)
         self.started = time.time()
+        if warm_up:  # load the encoder and torch's optimizer in the background: the first round is then fast
+            threading.Thread(target=self._warm_up, name="disal-warm-up", daemon=True).start()
         for pid in self._known_projects():  # a restarted backend serves the latest good version at once
             v = self.store(pid).current()
             if v is not None:
                 self.metrics.queue_length.labels(str(pid)).set(len(v.priority))
                 log.info("project %s: serving %s (%s, %d labels)", pid, v.name, v.kind, len(v.labels))
+
+    def _warm_up(self) -> None:
+        try:
+            self.job.warm_up()
+        except Exception as exc:  # noqa: BLE001 - the first job will load it again and report the error
+            log.error("warm-up failed: %s", exc)
+            self.metrics.errors.labels("warm_up").inc()
 
     # -- plumbing --------------------------------------------------------------------------------
     def store(self, project_id: int) -> ProjectStore:

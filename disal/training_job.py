@@ -136,6 +136,20 @@ class TrainingJob:
         self.head_config = head_config or HeadConfig()
         self.webhook_ok: set[int] = set()  # projects whose webhook was seen carrying our basic auth
 
+    def warm_up(self) -> None:
+        """Load the encoder and torch's optimizer machinery before the first event arrives.
+
+        The first AdamW of a process imports torch._dynamo (2-8 s on a busy 2-core machine); paying
+        it at start-up keeps the first annotation-to-queue time at the steady-state few seconds.
+        """
+        import torch
+
+        t0 = time.time()
+        _ = self.encoder.adapter
+        p = torch.zeros(1, requires_grad=True)
+        torch.optim.AdamW([p], lr=0.1).step()
+        log.info("warm-up done in %.1fs", time.time() - t0)
+
     # -- entry point -----------------------------------------------------------------------------
     def __call__(self, project_id: int, request: JobRequest, ctx: JobContext) -> dict:
         store = self.store_for(project_id)
@@ -320,9 +334,10 @@ class TrainingJob:
                                raw=raw, centres=centres, head=head, trajectory=traj, meta=meta)
         store.save_version(version)
 
-        warnings = self.push(project_id, ctx, store, ls, version, pool_ids, probs_by_id)
-        store.set_current(version)
+        self.push(project_id, ctx, store, ls, version, pool_ids, probs_by_id)
+        store.set_current(version)  # the queue is live in Label Studio: serve this version from now on
         store.record_scored(pool_ids, name, replace=True)
+        warnings = self.tidy(project_id, store, ls, version)
         store.prune_versions()
         ctx.note(note)
         if self.metrics:
@@ -334,35 +349,40 @@ class TrainingJob:
 
     # -- push ------------------------------------------------------------------------------------
     def push(self, project_id: int, ctx: JobContext, store: ProjectStore, ls: LabelStudioClient,
-             version: ModelVersion, pool_ids: list[int], probs_by_id: dict | None) -> list[str]:
-        """Import predictions, point project.model_version at them, then tidy up. Returns warnings.
+             version: ModelVersion, pool_ids: list[int], probs_by_id: dict | None) -> None:
+        """Import the predictions in chunks, then point project.model_version at them.
 
-        The import and the model_version PATCH must succeed (otherwise the job fails and the
-        previous version keeps serving); deleting old predictions, the view and the sampling switch
-        are retried by the next job, so their failures are warnings shown in /health.
+        Both must succeed, or the job fails and the previous version keeps serving (a partial
+        import is removed with the other old versions by the next successful round).
         """
-        s = self.settings
         ctx.set_state("pushing", 0, len(pool_ids))
         t0 = time.time()
         preds = predictions_for(pool_ids, version.spec, version.priority, version.name, probs_by_id)
-        ls.import_predictions(project_id, preds, s.push_chunk_size, progress=ctx.progress)
+        ls.import_predictions(project_id, preds, self.settings.push_chunk_size, progress=ctx.progress)
         ls.set_model_version(project_id, version.name)
         if self.metrics:
             self.metrics.predictions_pushed.labels(str(project_id)).inc(len(preds))
+        self._observe("push", t0)
         log.info("project %s: pushed %d predictions of %s in %.2fs (%.0f/s)", project_id, len(preds), version.name,
                  time.time() - t0, len(preds) / max(time.time() - t0, 1e-9))
-        warnings = []
-        steps = [("delete old versions", lambda: ls.delete_old_versions(project_id, keep=version.name))
-                 if s.delete_old_versions else None,
-                 ("ensure the DISAL queue view", lambda: ls.ensure_queue_view(project_id))]
-        info = store.load_info()
-        extra = info.get("extra_params") or {}
+
+    def tidy(self, project_id: int, store: ProjectStore, ls: LabelStudioClient, version: ModelVersion) -> list[str]:
+        """Delete older versions' predictions, ensure the view, switch sampling. Returns warnings.
+
+        Each step is repeated by the next round, so a failure here is a warning in /health, not a
+        failed job: the queue is already live.
+        """
+        s = self.settings
+        t0 = time.time()
+        steps = []
+        if s.delete_old_versions:
+            steps.append(("delete old versions", lambda: ls.delete_old_versions(project_id, keep=version.name)))
+        steps.append(("ensure the DISAL queue view", lambda: ls.ensure_queue_view(project_id)))
+        extra = store.load_info().get("extra_params") or {}
         if s.use_uncertainty_sampling or str(extra.get("use_uncertainty_sampling", "")).lower() in ("1", "true", "yes"):
             steps.append(("switch to uncertainty sampling", lambda: ls.set_uncertainty_sampling(project_id)))
-        for step in steps:
-            if step is None:
-                continue
-            what, fn = step
+        warnings = []
+        for what, fn in steps:
             try:
                 out = fn()
                 if what == "delete old versions" and out:
@@ -370,8 +390,8 @@ class TrainingJob:
             except LabelStudioError as exc:
                 warnings.append(f"{what}: {exc}")
                 log.error("project %s: could not %s: %s", project_id, what, exc)
-                self._error("push")
-        self._observe("push", t0)
+                self._error("tidy")
+        self._observe("tidy", t0)
         return warnings
 
     # -- new tasks -------------------------------------------------------------------------------

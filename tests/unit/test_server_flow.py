@@ -276,3 +276,15 @@ def test_queue_is_never_silently_random(backend, fake):
     order = sorted(p1, key=p1.get)
     assert order != sorted(order)
     assert np.isfinite(list(p1.values())).all()
+
+
+def test_cleanup_failures_are_warnings_and_the_new_queue_still_serves(backend, fake):
+    client, model = backend
+    connect(client, model, fake)
+    fake.fail_paths[r"/api/projects/1/model-versions/"] = [400]  # listing versions refused (not retried)
+    annotate_and_notify(client, model, fake, list(range(1, 7)))
+    health = client.get("/health").get_json()["projects"]["1"]
+    assert health["kind"] == "head" and health["model_version"] == fake.project["model_version"]
+    assert any("delete old versions" in w for w in health["job"]["last_job"]["warnings"])
+    assert health["job"]["last_error"] is None
+    assert 'disal_errors_total{where="tidy"} 1.0' in client.get("/metrics").get_data(as_text=True)
