@@ -168,6 +168,8 @@ class TrainingJob:
             summary = {"outcome": "up to date", "version": current.name}
         if request.new_task_ids and summary.get("outcome") != "pushed":
             summary["new_tasks"] = self.score_new_tasks(project_id, request, ctx, store, ls)
+            if summary["outcome"] == "nothing to do":
+                summary["outcome"] = f"new tasks: {summary['new_tasks']['outcome']}"
         if project_id not in self.webhook_ok:  # connecting creates the webhook after /setup: look again
             self.ensure_webhook_auth(project_id, store, ls, warnings)
         summary["warnings"] = warnings + summary.get("warnings", [])

@@ -128,6 +128,7 @@ def test_tasks_created_scores_only_the_new_tasks_with_the_current_version(backen
     assert all(0.0 <= preds[i]["score"] <= 1.0 for i in new_ids)
     assert fake.project["model_version"] == version  # no retraining for new tasks
     assert model.store(1).load_scored()[100] == version
+    assert client.get("/health").get_json()["projects"]["1"]["job"]["last_job"]["outcome"] == "new tasks: pushed"
     # the same event again is idempotent
     client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
                                   "tasks": [fake.tasks[i] for i in new_ids]})
