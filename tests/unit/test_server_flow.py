@@ -289,3 +289,36 @@ def test_cleanup_failures_are_warnings_and_the_new_queue_still_serves(backend, f
     assert any("delete old versions" in w for w in health["job"]["last_job"]["warnings"])
     assert health["job"]["last_error"] is None
     assert 'disal_errors_total{where="tidy"} 1.0' in client.get("/metrics").get_data(as_text=True)
+
+
+def test_without_env_credentials_the_setup_hostname_and_token_are_used(tmp_path, fake):
+    client, model, _ = make_backend(tmp_path, fake, label_studio_url=None, label_studio_api_key=None)
+    try:
+        connect(client, model, fake)  # setup_payload carries hostname + access_token
+        assert fake.project["model_version"].startswith("disal-0001-coldstart-")
+    finally:
+        model.close()
+
+
+def test_no_credentials_at_all_is_a_clear_job_error(tmp_path, fake):
+    client, model, _ = make_backend(tmp_path, fake, label_studio_url=None, label_studio_api_key=None)
+    try:
+        r = client.post("/setup", json=setup_payload(fake, access_token=None))
+        assert r.status_code == 200
+        assert model.jobs.wait_idle(1, 30)
+        err = client.get("/health").get_json()["projects"]["1"]["error"]
+        assert "LABEL_STUDIO_API_KEY" in err
+    finally:
+        model.close()
+
+
+def test_a_label_config_changed_to_something_unsupported_fails_the_job_clearly(backend, fake):
+    client, model = backend
+    connect(client, model, fake)
+    fake.project["label_config"] = '<View><Image name="i" value="$img"/><Choices name="c" toName="i">' \
+                                   '<Choice value="a"/><Choice value="b"/></Choices></View>'
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert model.jobs.wait_idle(1, 30)
+    health = client.get("/health").get_json()["projects"]["1"]
+    assert "UnsupportedConfigError" in health["error"] and "<Text>" in health["error"]
+    assert health["model_version"] == fake.project["model_version"]  # still serving the previous version
