@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--head-steps", type=int, default=h.steps)
     model.add_argument("--head-lr", type=float, default=h.lr)
     model.add_argument("--epochs", type=int, default=3, help="finetune mode epochs per round")
+    model.add_argument("--warm-start", action="store_true",
+                       help="head mode: start each round from the previous round's head (theta_0)")
     model.add_argument("--min-steps", type=int, default=40, help="finetune mode: at least this many steps per round")
     model.add_argument("--checkpoints", type=int, default=h.num_checkpoints, help="K")
     method = p.add_argument_group("DISAL options (see docs/method.md)")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         disal_options={"direction": args.direction, "dynamic": args.dynamic, "lam": args.lam, "sign": args.sign,
                        "weights": args.weights},
         max_candidates=args.max_candidates, finetune_epochs=args.epochs,
-        finetune_min_steps=args.min_steps,
+        finetune_min_steps=args.min_steps, warm_start=args.warm_start,
     )
     print(f"dataset {ds.name}: {len(ds.train_texts)} train / {len(ds.test_texts)} test, {len(ds.classes)} classes; "
           f"strategies {', '.join(cfg.strategies)}; {cfg.seeds} seeds x {cfg.rounds} rounds", flush=True)

@@ -44,6 +44,7 @@ class SimulationConfig:
     finetune_lr: float = 5e-5
     finetune_min_steps: int = 40
     mc_samples: int = 20
+    warm_start: bool = False
 
 
 def initial_set(n: int, k: int, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -75,10 +76,13 @@ class HeadSimulation:
         strategy = make_strategy(strategy_spec, **cfg.disal_options)
         n = len(self.Xtr)
         labeled = list(initial_set(n, cfg.initial, self.ytr, seed))
+        head = None
         for rnd in range(cfg.rounds + 1):
             round_seed = seed * 1000 + rnd
             t0 = time.perf_counter()
-            head, traj = train_head(self.Xtr[labeled], self.ytr[labeled], self.C, config=cfg.head, seed=round_seed)
+            init = head.state_dict() if (cfg.warm_start and head is not None) else None
+            head, traj = train_head(self.Xtr[labeled], self.ytr[labeled], self.C, config=cfg.head, seed=round_seed,
+                                    init=init)
             train_s = time.perf_counter() - t0
             pred = head_logits(head, self.Xte).argmax(1)
             row = {"strategy": strategy.name, "seed": seed, "round": rnd, "n_labeled": len(labeled),

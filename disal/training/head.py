@@ -57,10 +57,13 @@ def train_head(
     multi_label: bool = False,
     config: HeadConfig = HeadConfig(),
     seed: int = 0,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> tuple[LinearHead, Trajectory]:
-    """Train a fresh, seeded head; theta_0 is its initialisation, theta_K the trained head.
+    """Train a seeded head; theta_0 is its initialisation, theta_K the trained head.
 
-    targets: (N,) class indices, or (N, C) multi-hot for multi-label.
+    targets: (N,) class indices, or (N, C) multi-hot for multi-label. `init` (a LinearHead state
+    dict, e.g. the previous round's head) warm-starts it, so theta_0 -> theta_K is what the new
+    labels changed rather than the whole way from a random initialisation.
     """
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(targets))
@@ -71,6 +74,8 @@ def train_head(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = LinearHead(x.shape[1], num_labels, config.dropout)
+    if init is not None:
+        model.load_state_dict(init)
     params = dict(model.named_parameters())
     recorder = TrajectoryRecorder(params, config.steps, config.num_checkpoints, config.max_trajectory_bytes)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
