@@ -90,6 +90,7 @@ class Encoder:
                 out[i] = vec
         if need:
             t0, bs = time.time(), self.settings.encode_batch_size
+            last_log = t0
             for s in range(0, len(need), bs):
                 idx = need[s : s + bs]
                 with self._run_lock:
@@ -101,6 +102,10 @@ class Encoder:
                                    feats[[k for k, i in enumerate(idx) if task_ids[i] is not None]])
                 if progress:
                     progress(min(s + bs, len(need)), len(need))
+                if time.time() - last_log > 10:
+                    last_log = time.time()
+                    done = min(s + bs, len(need))
+                    log.info("encoding: %d/%d texts (%.0f texts/s)", done, len(need), done / (last_log - t0))
             rate = len(need) / max(time.time() - t0, 1e-9)
             if len(need) > 1:
                 log.info("encoded %d texts (%d cached) at %.0f texts/s", len(need), len(texts) - len(need), rate)
@@ -162,6 +167,9 @@ class TrainingJob:
         self.ensure_webhook_auth(project_id, store, ls, warnings)
         summary: dict = {"outcome": "nothing to do"}
         current = store.current()
+        if request.new_task_ids and current is not None and not current.priority:
+            # the last queue was empty (no tasks yet): build a whole queue rather than placing tasks in nothing
+            request.train = request.force = True
         if request.train or (request.initial and current is None):
             summary = self.train_round(project_id, request, ctx, store, ls, spec, project)
         elif request.initial:

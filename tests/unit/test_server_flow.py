@@ -322,3 +322,22 @@ def test_a_label_config_changed_to_something_unsupported_fails_the_job_clearly(b
     health = client.get("/health").get_json()["projects"]["1"]
     assert "UnsupportedConfigError" in health["error"] and "<Text>" in health["error"]
     assert health["model_version"] == fake.project["model_version"]  # still serving the previous version
+
+
+def test_tasks_imported_into_an_empty_project_get_a_whole_queue(tmp_path):
+    fake = FakeLabelStudio(choices_config(LABELS))
+    client, model, _ = make_backend(tmp_path, fake)
+    try:
+        connect(client, model, fake)
+        empty = model.store(1).current()
+        assert empty.kind == "coldstart" and empty.priority == {}
+        ids = fake.add_tasks([t for t, _ in topic_texts(12)])
+        client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
+                                      "tasks": [fake.tasks[i] for i in ids]})
+        assert model.jobs.wait_idle(1, 30)
+        v = model.store(1).current()
+        assert v.name != empty.name and sorted(v.priority) == ids
+        scores = sorted(p["score"] for p in fake.predictions_of(v.name).values())
+        assert scores == pytest.approx([i / 11 for i in range(12)])  # a real CoreSet order, not all-equal
+    finally:
+        model.close()
