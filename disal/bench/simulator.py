@@ -57,6 +57,14 @@ def initial_set(n: int, k: int, labels: np.ndarray, seed: int) -> np.ndarray:
     return idx
 
 
+def round_row(strategy: str, seed: int, rnd: int, n_labeled: int, y_true: np.ndarray, y_pred: np.ndarray,
+              num_classes: int, train_seconds: float) -> dict:
+    """One results.jsonl row; score_seconds is filled in once the round's selection has run."""
+    return {"strategy": strategy, "seed": seed, "round": rnd, "n_labeled": n_labeled,
+            "accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred, num_classes),
+            "train_seconds": train_seconds, "score_seconds": 0.0}
+
+
 class HeadSimulation:
     """Frozen-encoder simulation over precomputed features."""
 
@@ -85,9 +93,7 @@ class HeadSimulation:
                                     init=init)
             train_s = time.perf_counter() - t0
             pred = head_logits(head, self.Xte).argmax(1)
-            row = {"strategy": strategy.name, "seed": seed, "round": rnd, "n_labeled": len(labeled),
-                   "accuracy": accuracy(self.yte, pred), "macro_f1": macro_f1(self.yte, pred, self.C),
-                   "train_seconds": train_s, "score_seconds": 0.0}
+            row = round_row(strategy.name, seed, rnd, len(labeled), self.yte, pred, self.C, train_s)
             if rnd < cfg.rounds:
                 pool = np.setdiff1d(np.arange(n), labeled)
                 t1 = time.perf_counter()
@@ -124,9 +130,7 @@ class FinetuneSimulation:
                                min_steps=cfg.finetune_min_steps)
             train_s = time.perf_counter() - t0
             pred = ad.logits(ds.test_texts).argmax(1)
-            row = {"strategy": strategy.name, "seed": seed, "round": rnd, "n_labeled": len(labeled),
-                   "accuracy": accuracy(ds.test_labels, pred), "macro_f1": macro_f1(ds.test_labels, pred, self.C),
-                   "train_seconds": train_s, "score_seconds": 0.0}
+            row = round_row(strategy.name, seed, rnd, len(labeled), ds.test_labels, pred, self.C, train_s)
             if rnd < cfg.rounds:
                 pool = np.setdiff1d(np.arange(n), labeled)
                 t1 = time.perf_counter()
