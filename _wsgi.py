@@ -26,7 +26,11 @@ def configure_logging(level: str) -> None:
 def build_app(settings: Settings | None = None):
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
-    logging.getLogger("disal").info("starting disal-backend: %s", settings.public())
+    import torch
+
+    torch.set_num_threads(settings.effective_torch_threads())
+    logging.getLogger("disal").info("starting disal-backend (%d torch threads): %s", torch.get_num_threads(),
+                                    settings.public())
     return create_app(DisalModel(settings, warm_up=True))
 
 
