@@ -150,13 +150,17 @@ class LabelStudioClient:
 
     # -- tasks -----------------------------------------------------------------------------------
     def iter_tasks(self, project_id: int, query: dict | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> Iterator[dict]:
-        """Every task matching `query`, page by page (each page retried on its own)."""
+                   progress: Callable[[int, int], None] | None = None, fields: str = "all") -> Iterator[dict]:
+        """Every task matching `query`, page by page (each page retried on its own).
+
+        fields="all" includes annotations and predictions; "task_only" is about 2x faster and still
+        carries data and total_annotations (measured on 1.23.2).
+        """
         q = json.dumps(query) if query else None
         page, seen, total = 1, 0, None
         while True:
             def fetch(p=page):
-                return self.sdk.tasks.list(project=project_id, fields="all", page=p, page_size=self.page_size,
+                return self.sdk.tasks.list(project=project_id, fields=fields, page=p, page_size=self.page_size,
                                            query=q)
             try:
                 pager = self._call(f"list tasks of project {project_id} (page {page})", fetch)
@@ -183,7 +187,7 @@ class LabelStudioClient:
         """Tasks without a (non-skipped) annotation: the pool to score."""
         query = {"filters": _UNLABELED_FILTERS}
         out = []
-        for task in self.iter_tasks(project_id, query, progress):
+        for task in self.iter_tasks(project_id, query, progress, fields="task_only"):
             if (task.get("total_annotations") or 0) > 0:  # the server ignored the filter: do not score labeled tasks
                 continue
             out.append(task)

@@ -99,12 +99,15 @@ class FakeLabelStudio:
     def client(self) -> httpx.Client:
         return httpx.Client(transport=self.transport(), base_url=BASE_URL)
 
-    def _serialize_task(self, task: dict) -> dict:
+    def _serialize_task(self, task: dict, fields: str = "all") -> dict:
         t = dict(task)
         t["total_annotations"] = self.total_annotations(task)
         t["cancelled_annotations"] = sum(1 for a in task["annotations"] if a.get("was_cancelled"))
         t["is_labeled"] = t["total_annotations"] > 0
         t["predictions"] = [p for p in self.predictions if p["task"] == task["id"]]
+        if fields != "all":  # like 1.23's task_only: counts and data, no annotation or prediction bodies
+            t.pop("annotations")
+            t.pop("predictions")
         return t
 
     def _filter(self, tasks: list[dict], query: str | None) -> list[dict]:
@@ -168,7 +171,8 @@ class FakeLabelStudio:
                 chunk = tasks[(page - 1) * size : page * size]
                 if page > 1 and not chunk:
                     return httpx.Response(404, json={"detail": "Invalid page."})
-                return httpx.Response(200, json={"tasks": [self._serialize_task(t) for t in chunk],
+                fields = params.get("fields", "task_only")
+                return httpx.Response(200, json={"tasks": [self._serialize_task(t, fields) for t in chunk],
                                                  "total": len(tasks), "total_annotations": 0,
                                                  "total_predictions": 0})
             if (mt := re.fullmatch(r"/api/tasks/(\d+)/", path)) and m == "GET":

@@ -46,6 +46,7 @@ def test_paginates_labeled_and_unlabeled_tasks_by_filter(fake):
     assert [t["id"] for t in labeled] == [2, 9]
     unlabeled = c.fetch_unlabeled_tasks(1)
     assert [t["id"] for t in unlabeled] == [1, 3, 4, 5, 6, 7, 8, 10, 11, 12]
+    assert labeled[0]["annotations"] and unlabeled[0]["annotations"] is None  # the pool is read as task_only
     pages = [r for r in fake.requests if r[1] == "/api/tasks/"]
     assert len(pages) == 1 + 2  # labeled: one short page; unlabeled: 10 tasks = 2 full pages (stops at total)
 
