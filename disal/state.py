@@ -12,6 +12,7 @@ Layout (one folder per project):
             queue.json           {"priority": {task id: p}, "raw": {task id: s}, "centres": [task ids]}
             head.pt              LinearHead state_dict (kind=head)
             trajectory/          disal.trajectory.Trajectory.save (kind=head)
+            pushed.json          present once the version served (its push succeeded)
     MODEL_DIR/features/<encoder key>.npz   feature cache: task id + text hash -> pretrained embedding
 
 Why "current" is a pointer written last: a crash anywhere in a job (training, scoring, pushing)
@@ -182,18 +183,27 @@ class ProjectStore:
             centres=[int(c) for c in queue.get("centres", [])], head=head, trajectory=traj, meta=meta)
 
     def set_current(self, v: ModelVersion) -> None:
-        """Make `v` the serving version (after it was fully pushed)."""
+        """Make `v` the serving version (after it was fully pushed); mark it as pushed for fallbacks."""
         with self._lock:
+            atomic_write_json(self.versions_dir / v.name / "pushed.json", {"at": time.time()})
             atomic_write_json(self.dir / "current.json", {"version": v.name, "at": time.time()})
             self._current, self._current_loaded = v, True
 
+    def pushed_versions(self) -> list[str]:
+        """Versions that once served (their push succeeded), oldest first."""
+        return [n for n in self.list_versions() if (self.versions_dir / n / "pushed.json").exists()]
+
     def current(self) -> ModelVersion | None:
-        """The serving version, loaded once. A broken pointer falls back to the newest loadable version, loudly."""
+        """The serving version, loaded once.
+
+        A broken pointer falls back, loudly, to the newest version that was once pushed; a version
+        whose push never succeeded is never served.
+        """
         with self._lock:
             if self._current_loaded:
                 return self._current
             pointer = (read_json(self.dir / "current.json", {}) or {}).get("version")
-            candidates = ([pointer] if pointer else []) + [n for n in reversed(self.list_versions()) if n != pointer]
+            candidates = ([pointer] if pointer else []) + [n for n in reversed(self.pushed_versions()) if n != pointer]
             for i, name in enumerate(candidates):
                 try:
                     self._current = self.load_version(name)
