@@ -20,7 +20,6 @@ import time
 from typing import Any, Callable
 
 import httpx
-import numpy as np
 
 from disal.config import Settings
 from disal.jobs import JobManager, JobRequest

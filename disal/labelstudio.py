@@ -15,7 +15,7 @@ import base64
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -289,7 +289,3 @@ class LabelStudioClient:
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
-
-def chunked(items: Sequence, size: int) -> Iterable[Sequence]:
-    for s in range(0, len(items), size):
-        yield items[s : s + size]
