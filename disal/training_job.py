@@ -140,6 +140,9 @@ class TrainingJob:
         self.metrics = metrics
         self.head_config = head_config or HeadConfig()
         self.webhook_ok: set[int] = set()  # projects whose webhook was seen carrying our basic auth
+        # a served head is shared by request threads; BALD's MC dropout flips it to train mode for a
+        # moment, so head computations on a served version take turns (each takes milliseconds)
+        self._head_lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Load the encoder and torch's optimizer machinery before the first event arrives.
@@ -450,6 +453,11 @@ class TrainingJob:
         Tasks the version already ranked keep their pushed priority; others get a raw score from
         the version's strategy and are placed by `priority_from_reference`.
         """
+        with self._head_lock:
+            return self._place(version, task_ids, feats)
+
+    def _place(self, version: ModelVersion, task_ids: Sequence[int | None], feats: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray | None]:
         feats = np.asarray(feats, dtype=np.float32)
         probs = None
         if version.has_classifier:

@@ -341,3 +341,24 @@ def test_tasks_imported_into_an_empty_project_get_a_whole_queue(tmp_path):
         assert scores == pytest.approx([i / 11 for i in range(12)])  # a real CoreSet order, not all-equal
     finally:
         model.close()
+
+
+@pytest.mark.parametrize("strategy", ["random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge",
+                                      "static_influence", "disal:sign=descent"])
+def test_every_strategy_builds_a_queue_and_places_new_tasks(tmp_path, fake, strategy):
+    client, model, _ = make_backend(tmp_path, fake, strategy=strategy, coldstart_batch=10)
+    try:
+        connect(client, model, fake)
+        annotate_and_notify(client, model, fake, list(range(1, 10)))
+        v = model.store(1).current()
+        assert v.kind == "head" and v.meta["strategy"] == strategy
+        scores = sorted(p["score"] for p in fake.predictions_of(v.name).values())
+        assert scores == pytest.approx([i / 30 for i in range(31)])
+        new = fake.add_tasks(["football goal team", "bank market"], start_id=200)
+        client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
+                                      "tasks": [fake.tasks[i] for i in new]})
+        assert model.jobs.wait_idle(1, 30)
+        assert client.get("/health").get_json()["projects"]["1"]["job"]["last_error"] is None
+        assert all(0.0 <= fake.predictions_of(v.name)[i]["score"] <= 1.0 for i in new)
+    finally:
+        model.close()
