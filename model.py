@@ -185,12 +185,16 @@ class DisalModel:
         return self.predict(tasks, (payload.get("params") or {}).get("context") if isinstance(payload.get("params"), dict)
                             else None, project_id=pid, label_config=payload.get("label_config"))
 
-    def predict(self, tasks: list[dict], context: Any = None, *, project_id: int,
+    def predict(self, tasks: list[dict], context: Any = None, *, project_id: int | None = None,
                 label_config: str | None = None) -> dict:
-        """One result per task, in order: predicted choice + probability, score = queue priority."""
+        """One result per task, in order: predicted choice + probability, score = queue priority.
+
+        `context` (interactive pre-annotation) is accepted and not used: the queue is not interactive.
+        """
+        if project_id is None:
+            project_id = parse_project_id(next((t.get("project") for t in tasks if isinstance(t, dict)
+                                                and t.get("project")), None), "predict")
         spec = self._spec_for(project_id, label_config)
-        if not self.is_known(project_id) and label_config is None:
-            raise RequestError(404, f"unknown project {project_id}")
         ids: list[int | None] = []
         texts: list[str] = []
         bad: list[str] = []

@@ -274,3 +274,11 @@ def test_tokens_never_reach_a_log_line(tmp_path, fake, caplog):
     for secret in (TOKEN, "setup-token-XYZ987", "secret-pass-123", base64.b64encode(b"u:secret-pass-123").decode()):
         assert secret not in text
     assert "secret-pass-123" not in repr(model.settings) and TOKEN not in repr(model.settings)
+
+
+def test_model_predict_in_the_familiar_shape(backend, fake):
+    client, model = backend
+    connect(client, model, fake)
+    out = model.predict([fake.tasks[3], fake.tasks[4]], None)  # project read from the tasks
+    assert out["model_version"] == fake.project["model_version"] and len(out["results"]) == 2
+    assert out["results"][0]["score"] == pytest.approx(fake.predictions_of(out["model_version"])[3]["score"])
