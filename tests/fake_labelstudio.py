@@ -27,6 +27,9 @@ CHOICES_CONFIG = """<View>
 </View>"""
 
 
+LABELS = ["business", "sport", "tech"]
+
+
 def choices_config(labels: list[str], multiple: bool = False) -> str:
     return CHOICES_CONFIG.format(mode="multiple" if multiple else "single",
                                  choices="\n    ".join(f'<Choice value="{c}"/>' for c in labels))
@@ -307,3 +310,11 @@ def annotation_event(fake: FakeLabelStudio, task_id: int, action: str = "ANNOTAT
     ann = task["annotations"][-1] if task["annotations"] else {"id": 1, "result": []}
     return {"action": action, "annotation": ann, "task": {"id": task_id, "data": task["data"]},
             "project": {"id": fake.project_id, "title": "Fake"}}
+
+
+def connect(client, model, fake: FakeLabelStudio, **extra):
+    """POST /setup as Label Studio does and wait for the first (cold-start) round to finish."""
+    r = client.post("/setup", json=setup_payload(fake, **extra))
+    assert r.status_code == 200, r.get_json()
+    assert model.jobs.wait_idle(fake.project_id, 30)
+    return r

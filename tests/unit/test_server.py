@@ -11,31 +11,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_labelstudio import (BACKEND_URL, TOKEN, FakeLabelStudio, annotation_event, choices_config, make_backend,  # noqa: E402
+from fake_labelstudio import (LABELS, connect, BACKEND_URL, TOKEN, annotation_event, make_backend,  # noqa: E402
                               setup_payload, topic_texts)
-
-LABELS = ["business", "sport", "tech"]
-
-
-@pytest.fixture
-def fake() -> FakeLabelStudio:
-    ls = FakeLabelStudio(choices_config(LABELS))
-    ls.add_tasks([t for t, _ in topic_texts(30)])
-    return ls
-
-
-@pytest.fixture
-def backend(tmp_path, fake):
-    client, model, app = make_backend(tmp_path, fake)
-    yield client, model
-    model.close()
-
-
-def connect(client, model, fake):
-    r = client.post("/setup", json=setup_payload(fake))
-    assert r.status_code == 200, r.get_json()
-    assert model.jobs.wait_idle(fake.project_id, 30)
-    return r
 
 
 def auth_header(user="u", pw="p"):

@@ -14,29 +14,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_labelstudio import (FakeLabelStudio, annotation_event, choices_config, make_backend,  # noqa: E402
+from fake_labelstudio import (LABELS, connect, FakeLabelStudio, annotation_event, choices_config, make_backend,  # noqa: E402
                               setup_payload, topic_texts)
 
-LABELS = ["business", "sport", "tech"]
-
-
-@pytest.fixture
-def fake() -> FakeLabelStudio:
-    ls = FakeLabelStudio(choices_config(LABELS))
-    ls.add_tasks([t for t, _ in topic_texts(40)])
-    return ls
-
-
-@pytest.fixture
-def backend(tmp_path, fake):
-    client, model, _ = make_backend(tmp_path, fake)
-    yield client, model
-    model.close()
-
-
-def connect(client, model, fake, **extra):
-    assert client.post("/setup", json=setup_payload(fake, **extra)).status_code == 200
-    assert model.jobs.wait_idle(fake.project_id, 30)
+N_TASKS = 40
 
 
 def annotate_and_notify(client, model, fake, ids, action="ANNOTATION_CREATED"):

@@ -67,7 +67,7 @@ def test_same_seed_same_batch(strategy):
 
 
 def test_empty_pool_raises_clear_error(strategy):
-    empty = random_inputs(n=0) if False else ScoringInputs(
+    empty = ScoringInputs(
         ids=np.array([], dtype=int), probs=np.zeros((0, 3)), features=np.zeros((0, 4)),
         labeled_features=np.zeros((1, 4)), mc_probs=np.zeros((5, 0, 3)), traj_logits=np.zeros((3, 0, 3)),
         traj_tangents={d: np.zeros((3, 0, 3)) for d in DIRECTIONS},
