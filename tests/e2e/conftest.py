@@ -1,0 +1,45 @@
+"""A real Label Studio 1.23.2 on 127.0.0.1 and the backend under gunicorn, started by the test suite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from scripts.local_services import LS_BIN, BackendServer, LabelStudioServer, free_port  # noqa: E402
+
+BASIC_AUTH = ("disal-ml", "e2e-secret-pass")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/e2e/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    if not LS_BIN.exists():
+        pytest.fail(f"{LS_BIN} is missing: `make test` installs it (make install-ls)")
+    server = LabelStudioServer(tmp_path_factory.mktemp("labelstudio"), free_port())
+    server.start()
+    print(f"\nLabel Studio started in {server.started_in:.1f}s at {server.url}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def backend(tmp_path_factory, label_studio):
+    """The packaged MiniLM encoder, basic auth on, uncertainty sampling on."""
+    server = BackendServer(
+        tmp_path_factory.mktemp("model_dir"), free_port(), label_studio,
+        extra_env={"BASIC_AUTH_USER": BASIC_AUTH[0], "BASIC_AUTH_PASS": BASIC_AUTH[1],
+                   "USE_UNCERTAINTY_SAMPLING": "true", "LOG_LEVEL": "INFO"},
+    )
+    server.start()
+    yield server
+    server.stop()
