@@ -7,7 +7,7 @@ LS_VENV := .ls-venv
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PORT ?= 9090
 
-.PHONY: install install-ls serve demo test test-fast bench bench-full clean
+.PHONY: install install-ls serve demo test test-fast clean
 
 ## Idempotent: re-running only installs what changed in the requirement files.
 install: $(VENV)/.installed
@@ -40,3 +40,8 @@ serve: install
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/gunicorn --workers 1 --threads $(THREADS) \
 		--bind $${HOST_BIND:-0.0.0.0}:$(PORT) --timeout 120 --graceful-timeout 10 \
 		--access-logfile - _wsgi:app
+
+## The newcomer's path: a real Label Studio (127.0.0.1:8080) with a BBC News project whose queue is
+## prioritized by the backend (127.0.0.1:9090). Ctrl-C stops both. Data in .demo/.
+demo: install install-ls
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python scripts/demo.py

@@ -1,0 +1,136 @@
+"""`make demo`: a real Label Studio with a BBC News project whose queue is prioritized by the backend.
+
+Starts Label Studio 1.23 (its own venv, 127.0.0.1:8080, data in .demo/) with a known account and the
+backend under gunicorn (127.0.0.1:9090, models in .demo/model_dir), creates the project from the
+real BBC News dataset (once: a second run reuses it), connects the backend, waits until the first
+queue is pushed, prints where to log in, and stops both cleanly on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.local_services import BackendServer, LabelStudioServer  # noqa: E402
+
+TITLE = "BBC News (DISAL demo)"
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def label_config(classes: list[str]) -> str:
+    choices = "".join(f'<Choice value="{c}"/>' for c in classes)
+    return (f'<View><Header value="Which section of BBC News is this article from?"/>'
+            f'<Text name="text" value="$text"/>'
+            f'<Choices name="topic" toName="text" choice="single" showInline="true">{choices}</Choices></View>')
+
+
+def find_or_create_project(c: httpx.Client, n_tasks: int) -> tuple[int, bool]:
+    for p in c.get("/api/projects/", params={"page_size": 100}).json()["results"]:
+        if p["title"] == TITLE:
+            return p["id"], False
+    from disal.data import load_bbc
+
+    ds = load_bbc()
+    n = min(n_tasks, len(ds.train_texts))
+    pid = c.post("/api/projects/", json={"title": TITLE, "label_config": label_config(ds.classes),
+                                         "description": "Tasks ordered by DISAL: open the 'DISAL queue' tab "
+                                                        "or press Label All Tasks."}).json()["id"]
+    tasks = [{"text": ds.train_texts[i], "source_label": ds.classes[int(ds.train_labels[i])]} for i in range(n)]
+    r = c.post(f"/api/projects/{pid}/import", json=tasks)
+    r.raise_for_status()
+    print(f"created project {pid} with {n} BBC News articles", flush=True)
+    return pid, True
+
+
+def ensure_connected(c: httpx.Client, pid: int, backend_url: str) -> None:
+    backends = c.get("/api/ml/", params={"project": pid}).json()
+    if any(b["url"].rstrip("/") == backend_url for b in backends):
+        return
+    r = c.post("/api/ml/", json={"url": backend_url, "project": pid, "title": "DISAL"})
+    if r.status_code >= 300:
+        raise SystemExit(f"connecting the backend failed: {r.status_code} {r.text[:300]}")
+    print(f"connected the backend at {backend_url} to project {pid}", flush=True)
+
+
+def wait_for_queue(backend: BackendServer, pid: int, timeout: float) -> dict:
+    t0, last, last_print = time.time(), None, 0.0
+    while time.time() - t0 < timeout:
+        h = httpx.get(backend.url + "/health", timeout=10).json().get("projects", {}).get(str(pid), {})
+        if h.get("last_error"):
+            raise SystemExit(f"the backend's first round failed: {h['last_error']}")
+        if h.get("state") != last or time.time() - last_print > 10:
+            p = h.get("progress") or {}
+            count = f" {p.get('done')}/{p.get('total')}" if p.get("total") else ""
+            print(f"  backend: {h.get('state')}{count}", flush=True)
+            last, last_print = h.get("state"), time.time()
+        if h.get("model_version") and h.get("state") == "idle":
+            return h
+        time.sleep(1)
+    raise SystemExit(f"no queue was pushed within {timeout:.0f}s; see {backend.log}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ls-port", type=int, default=8080)
+    ap.add_argument("--backend-port", type=int, default=9090)
+    ap.add_argument("--data-dir", type=Path, default=ROOT / ".demo")
+    ap.add_argument("--tasks", type=int, default=500, help="BBC News articles in the demo project")
+    ap.add_argument("--exit-when-ready", action="store_true", help="stop both services once the queue is pushed")
+    args = ap.parse_args(argv)
+
+    for port, what in ((args.ls_port, "Label Studio"), (args.backend_port, "the backend")):
+        if not port_is_free(port):
+            raise SystemExit(f"port {port} for {what} is in use on 127.0.0.1: stop what runs there or pass "
+                             f"--ls-port/--backend-port")
+    ls = LabelStudioServer(args.data_dir / "labelstudio", args.ls_port)
+    backend = BackendServer(args.data_dir / "model_dir", args.backend_port, ls,
+                            extra_env={"USE_UNCERTAINTY_SAMPLING": "true"}, log=args.data_dir / "backend.log")
+    # Ctrl-C and SIGTERM both stop the services (SIGINT is ignored in background jobs unless reset).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    t0 = time.time()
+    try:
+        print(f"starting Label Studio 1.23 on {ls.url} (first start runs migrations, ~40 s) ...", flush=True)
+        ls.start()
+        print(f"starting the backend on {backend.url} ...", flush=True)
+        backend.start()
+        with ls.client() as c:
+            pid, _ = find_or_create_project(c, args.tasks)
+            ensure_connected(c, pid, backend.url)
+        h = wait_for_queue(backend, pid, timeout=900)
+        print(f"\nready in {time.time() - t0:.0f}s: the queue ({h.get('model_version')}, "
+              f"{'cold start: CoreSet over embeddings' if h.get('cold_start') else 'DISAL'}) is pushed.\n"
+              f"  open   {ls.url}/projects/{pid}/data\n"
+              f"  login  {ls.username} / {ls.password}\n"
+              f"  then   'Label All Tasks' (uncertainty sampling serves the queue) or the 'DISAL queue' tab.\n"
+              f"  Each submitted annotation retrains in the background and re-pushes the queue.\n"
+              f"  logs   {ls.log} and {backend.log}\n"
+              f"Ctrl-C stops both.", flush=True)
+        if not args.exit_when_ready:
+            while ls.proc.poll() is None and backend.proc.poll() is None:
+                time.sleep(1)
+            print("a service stopped on its own; see the logs above", flush=True)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+    finally:
+        backend.stop()
+        ls.stop()
+    print("stopped Label Studio and the backend", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

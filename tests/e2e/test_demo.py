@@ -1,0 +1,30 @@
+"""`make demo`'s script on free ports: brings up a prioritized BBC News project, and a rerun reuses it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from scripts.local_services import ROOT, free_port
+
+
+def run_demo(data_dir, ls_port, backend_port):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--data-dir", str(data_dir), "--ls-port", str(ls_port),
+         "--backend-port", str(backend_port), "--tasks", "40", "--exit-when-ready"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+
+
+def test_demo_brings_up_a_prioritized_project_and_reuses_it(tmp_path):
+    ls_port, be_port = free_port(), free_port()
+    first = run_demo(tmp_path, ls_port, be_port)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "created project 1 with 40 BBC News articles" in first.stdout
+    assert f"open   http://127.0.0.1:{ls_port}/projects/1/data" in first.stdout
+    assert "the queue (disal-0001-coldstart" in first.stdout
+    assert "stopped Label Studio and the backend" in first.stdout
+    second = run_demo(tmp_path, ls_port, be_port)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "created project" not in second.stdout and "connected the backend" not in second.stdout
+    assert "the queue (disal-0001-coldstart" in second.stdout  # the restarted backend serves its version at once
