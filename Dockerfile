@@ -20,7 +20,8 @@ WORKDIR /app
 
 # CPU torch first, from PyTorch's CPU index: an unpinned or PyPI torch pulls a multi-GB CUDA build.
 # requirements.txt pins torch==2.13.0 too, which the installed 2.13.0+cpu already satisfies.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 
 COPY requirements.txt requirements-data.txt ./
 RUN pip install -r requirements.txt \
@@ -37,8 +38,8 @@ USER disal
 VOLUME ["/data/models"]
 EXPOSE 9090
 
-# /health answers 401 without credentials when BASIC_AUTH_USER/PASS are set: send them if present.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD python -c "import base64, os, urllib.request as u; r = u.Request('http://127.0.0.1:%s/health' % os.environ.get('PORT', '9090')); a = os.environ.get('BASIC_AUTH_USER'); a and r.add_header('Authorization', 'Basic ' + base64.b64encode(('%s:%s' % (a, os.environ.get('BASIC_AUTH_PASS', ''))).encode()).decode()); u.urlopen(r, timeout=4)"
+# /health answers 401 without credentials when BASIC_AUTH_USER/PASS are set: disal.healthcheck sends them.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD ["python", "-m", "disal.healthcheck"]
 
 # ONE worker process with threads: training jobs live in-process (see _wsgi.py). Same as `make serve`.
 CMD exec gunicorn --workers 1 --threads "${THREADS}" --bind "0.0.0.0:${PORT}" --timeout 120 \
