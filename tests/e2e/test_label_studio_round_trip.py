@@ -139,7 +139,7 @@ def test_annotations_through_basic_auth_retrain_and_push_a_disal_queue(label_stu
     task = next(t for t in tasks if t["id"] == unlabeled[0])
     pred = next(p for p in task["predictions"] if p["model_version"] == version)
     choice = pred["result"][0]["value"]["choices"][0]
-    assert choice in {"business", "entertainment", "politics", "sport", "tech"}
+    assert choice in load_bbc().classes
     STATE.update(version=version, scores=scores, labeled=labeled)
 
 
