@@ -9,6 +9,7 @@ queue is pushed, prints where to log in, and stops both cleanly on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import signal
 import socket
 import sys
@@ -91,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exit-when-ready", action="store_true", help="stop both services once the queue is pushed")
     args = ap.parse_args(argv)
 
+    # One demo per data dir: two at once would both run Label Studio's migrations on one SQLite file
+    # (seen: "duplicate column name" and a broken database). The lock goes with this process.
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(args.data_dir / ".demo.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another demo is running on {args.data_dir}: stop it first (Ctrl-C in its terminal)") from None
     for port, what in ((args.ls_port, "Label Studio"), (args.backend_port, "the backend")):
         if not port_is_free(port):
             raise SystemExit(f"port {port} for {what} is in use on 127.0.0.1: stop what runs there or pass "

@@ -99,7 +99,12 @@ class LabelStudioServer:
             env=self.env(), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             cwd=self.data_dir,
         )
-        self.started_in = _wait_http(self.url + "/health", timeout, self.proc, self.log)
+        fh.close()  # the child has its own copy
+        try:
+            self.started_in = _wait_http(self.url + "/health", timeout, self.proc, self.log)
+        except BaseException:
+            self.stop()  # never leave a half-started Label Studio behind (a timeout, Ctrl-C)
+            raise
         return self
 
     def client(self, timeout: float = 120.0) -> httpx.Client:
@@ -149,7 +154,12 @@ class BackendServer:
             env=self.env(), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.started_in = _wait_http(self.url + "/health", timeout, self.proc, self.log, auth=self.auth())
+        fh.close()
+        try:
+            self.started_in = _wait_http(self.url + "/health", timeout, self.proc, self.log, auth=self.auth())
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
