@@ -70,8 +70,8 @@ def wait_for_queue(backend: BackendServer, pid: int, timeout: float) -> dict:
     t0, last, last_print = time.time(), None, 0.0
     while time.time() - t0 < timeout:
         h = httpx.get(backend.url + "/health", timeout=10).json().get("projects", {}).get(str(pid), {})
-        if h.get("last_error"):
-            raise SystemExit(f"the backend's first round failed: {h['last_error']}")
+        if h.get("error") and h.get("state") == "idle":  # /health's reason for the last failed job
+            raise SystemExit(f"the backend's first round failed: {h['error']} (log: {backend.log})")
         if h.get("state") != last or time.time() - last_print > 10:
             p = h.get("progress") or {}
             count = f" {p.get('done')}/{p.get('total')}" if p.get("total") else ""

@@ -41,8 +41,9 @@ def project_health(backend, pid: int) -> dict:
 def wait_new_version(backend, pid: int, previous: str | None, timeout: float = 300) -> dict:
     def ready():
         h = project_health(backend, pid)
-        if h.get("last_error"):
-            raise AssertionError(f"backend job failed: {h['last_error']}")
+        # /health names a failed job's reason under "error" (cleared by the next successful job)
+        if h.get("error") and h.get("state") == "idle":
+            raise AssertionError(f"backend job failed: {h['error']}")
         return h if h.get("model_version") not in (None, previous) and h.get("state") == "idle" else None
 
     return wait_for(ready, timeout, f"a model version after {previous!r}")

@@ -45,7 +45,8 @@ def health(backend, pid: int) -> dict:
 def wait_idle_version(backend, pid: int, not_in: tuple, timeout: float = 300) -> dict:
     def ready():
         h = health(backend, pid)
-        assert not h.get("last_error"), f"backend job failed: {h['last_error']}"
+        # /health names a failed job's reason under "error" (cleared by the next successful job)
+        assert not (h.get("error") and h.get("state") == "idle"), f"backend job failed: {h['error']}"
         return h if h.get("model_version") not in not_in and h.get("state") == "idle" else None
 
     return wait_for(ready, timeout, f"an idle project with a version other than {not_in}")
