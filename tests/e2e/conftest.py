@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.local_services import LS_BIN, BackendServer, LabelStudioServer, free_port  # noqa: E402
 
-BASIC_AUTH = ("disal-ml", "e2e-secret-pass")
+from .helpers import BASIC_AUTH  # noqa: E402,F401  (fixtures below use it)
 
 
 def pytest_collection_modifyitems(items):

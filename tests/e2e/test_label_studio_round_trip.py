@@ -16,51 +16,17 @@ import pytest
 
 from disal.data import load_bbc
 
-from .conftest import BASIC_AUTH
+from .helpers import BASIC_AUTH, annotate, health, tasks_of, wait_idle_version
 
 N_TASKS = 60
 STATE: dict = {}
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
-    t0 = time.time()
-    last = None
-    while time.time() - t0 < timeout:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
-def project_health(backend, pid: int) -> dict:
-    h = httpx.get(backend.url + "/health", auth=BASIC_AUTH, timeout=10).json()
-    return h.get("projects", {}).get(str(pid), {})
-
-
-def wait_new_version(backend, pid: int, previous: str | None, timeout: float = 300) -> dict:
-    def ready():
-        h = project_health(backend, pid)
-        # /health names a failed job's reason under "error" (cleared by the next successful job)
-        if h.get("error") and h.get("state") == "idle":
-            raise AssertionError(f"backend job failed: {h['error']}")
-        return h if h.get("model_version") not in (None, previous) and h.get("state") == "idle" else None
-
-    return wait_for(ready, timeout, f"a model version after {previous!r}")
-
-
-def all_tasks(ls, pid: int) -> list[dict]:
-    with ls.client() as c:
-        r = c.get("/api/tasks/", params={"project": pid, "fields": "all", "page_size": 1000})
-        r.raise_for_status()
-        return r.json()["tasks"]
 
 
 def current_scores(ls, pid: int) -> tuple[str, dict[int, float], list[dict]]:
     """project.model_version, {unlabeled task id: score of its prediction of that version}, tasks."""
     with ls.client() as c:
         version = c.get(f"/api/projects/{pid}").json()["model_version"]
-    tasks = all_tasks(ls, pid)
+    tasks = tasks_of(ls, pid)
     scores = {}
     for t in tasks:
         if t["is_labeled"]:
@@ -93,7 +59,7 @@ def test_connect_pushes_a_cold_start_queue(label_studio, backend, project):
                                      "auth_method": "BASIC_AUTH", "basic_auth_user": BASIC_AUTH[0],
                                      "basic_auth_pass": BASIC_AUTH[1]})
         assert r.status_code == 201, r.text
-    h = wait_new_version(backend, project, None)
+    h = wait_idle_version(backend, project, (None,))
     print(f"\nconnect -> first (cold-start) queue pushed in {time.time() - t0:.1f}s: {h['model_version']}")
     assert h["cold_start"] is True
     version, scores, tasks = current_scores(label_studio, project)
@@ -102,28 +68,20 @@ def test_connect_pushes_a_cold_start_queue(label_studio, backend, project):
     STATE["version"] = version
 
 
-def annotate(ls, task_id: int, label: str) -> None:
-    with ls.client() as c:
-        r = c.post(f"/api/tasks/{task_id}/annotations/",
-                   json={"result": [{"from_name": "topic", "to_name": "text", "type": "choices",
-                                     "value": {"choices": [label]}}]})
-        assert r.status_code == 201, r.text
-
-
 def test_annotations_through_basic_auth_retrain_and_push_a_disal_queue(label_studio, backend, project):
     """Annotate the task /next serves until two classes are labeled; each annotation must reach the
     backend (through the webhook that now carries basic auth) and produce a new pushed version."""
     labeled: dict[int, str] = {}
     timings = []
-    h = project_health(backend, project)
+    h = health(backend, project)
     for _ in range(10):
         with label_studio.client() as c:
             task = c.get(f"/api/projects/{project}/next").json()
         gold = task["data"]["gold"]
         previous = h["model_version"]
         t0 = time.time()
-        annotate(label_studio, task["id"], gold)
-        h = wait_new_version(backend, project, previous)
+        annotate(label_studio, task["id"], [gold], "topic", "text")
+        h = wait_idle_version(backend, project, (previous,))
         timings.append(time.time() - t0)
         labeled[task["id"]] = gold
         if len(set(labeled.values())) >= 2 and h.get("kind") == "head":
@@ -179,7 +137,7 @@ def test_timings_of_the_webhook_and_predict(backend, project, label_studio):
             t0 = time.perf_counter()
             assert c.post(backend.url + "/webhook", json=event).status_code in (200, 201)
             web.append((time.perf_counter() - t0) * 1000)
-        task = next(t for t in all_tasks(label_studio, project) if not t["is_labeled"])
+        task = next(t for t in tasks_of(label_studio, project) if not t["is_labeled"])
         pred = []
         for i in range(10):
             body = {"tasks": [{"id": task["id"], "data": {"text": task["data"]["text"] + " " * i}}],
@@ -196,9 +154,9 @@ def test_timings_of_the_webhook_and_predict(backend, project, label_studio):
 def test_a_restarted_backend_serves_the_latest_version_at_once(backend, project, label_studio):
     backend.stop()
     backend.start()
-    h = project_health(backend, project)
+    h = health(backend, project)
     assert h["model_version"] == STATE["version"]
-    task = next(t for t in all_tasks(label_studio, project) if not t["is_labeled"])
+    task = next(t for t in tasks_of(label_studio, project) if not t["is_labeled"])
     r = httpx.post(backend.url + "/predict", auth=BASIC_AUTH, timeout=30,
                    json={"tasks": [task], "project": f"{project}.0"})
     assert r.status_code == 200, r.text

@@ -14,17 +14,9 @@ import pytest
 from disal.data import load_bbc
 from scripts.local_services import BackendServer, free_port
 
+from .helpers import health, wait_idle_version
+
 N_TASKS = 30
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    t0, last = time.time(), None
-    while time.time() - t0 < timeout:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +27,6 @@ def tiny_backend(tmp_path_factory, label_studio, tiny_model_dir):
     server.start()
     yield server
     server.stop()
-
-
-def health(backend, pid: int) -> tuple[dict, dict]:
-    h = httpx.get(backend.url + "/health", timeout=10).json()
-    return h, h.get("projects", {}).get(str(pid), {})
-
-
-def wait_idle_version(backend, pid: int, not_in: tuple, timeout: float = 300) -> dict:
-    def ready():
-        _, p = health(backend, pid)
-        assert not (p.get("error") and p.get("state") == "idle"), f"backend job failed: {p['error']}"
-        return p if p.get("model_version") not in not_in and p.get("state") == "idle" else None
-
-    return wait_for(ready, timeout, f"a version other than {not_in}")
 
 
 def test_multiple_choice_project_on_a_model_name_encoder(label_studio, tiny_backend, tiny_model_dir):
@@ -67,9 +45,9 @@ def test_multiple_choice_project_on_a_model_name_encoder(label_studio, tiny_back
         assert r.status_code == 201, r.text
 
     t0 = time.time()
-    first = wait_idle_version(tiny_backend, pid, (None,))
+    first = wait_idle_version(tiny_backend, pid, (None,), auth=None)
     print(f"\n[tiny] connect -> first queue {time.time() - t0:.1f}s ({first['model_version']})")
-    h, _ = health(tiny_backend, pid)
+    h = health(tiny_backend, auth=None)
     assert h["encoder"] == str(tiny_model_dir), "the encoder named by MODEL_NAME serves"
 
     with label_studio.client() as c:
@@ -82,7 +60,7 @@ def test_multiple_choice_project_on_a_model_name_encoder(label_studio, tiny_back
                        json={"result": [{"from_name": "tags", "to_name": "text", "type": "choices",
                                          "value": {"choices": labels}}]})
             assert r.status_code == 201, r.text
-        p = wait_idle_version(tiny_backend, pid, seen)
+        p = wait_idle_version(tiny_backend, pid, seen, auth=None)
         seen += (p["model_version"],)
         print(f"[tiny] annotation {labels} -> pushed queue {time.time() - t0:.1f}s ({p['model_version']}, {p['kind']})")
     assert p["kind"] == "head", p

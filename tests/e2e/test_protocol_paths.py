@@ -19,37 +19,11 @@ import pytest
 
 from disal.data import load_bbc
 
-from .conftest import BASIC_AUTH
+from .helpers import BASIC_AUTH, annotate, health, tasks_of, wait_for, wait_idle_version
 
 N_TASKS = 40
 N_NEW = 6
 STATE: dict = {}
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    t0, last = time.time(), None
-    while time.time() - t0 < timeout:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
-def health(backend, pid: int) -> dict:
-    r = httpx.get(backend.url + "/health", auth=BASIC_AUTH, timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json().get("projects", {}).get(str(pid), {})
-
-
-def wait_idle_version(backend, pid: int, not_in: tuple, timeout: float = 300) -> dict:
-    def ready():
-        h = health(backend, pid)
-        # /health names a failed job's reason under "error" (cleared by the next successful job)
-        assert not (h.get("error") and h.get("state") == "idle"), f"backend job failed: {h['error']}"
-        return h if h.get("model_version") not in not_in and h.get("state") == "idle" else None
-
-    return wait_for(ready, timeout, f"an idle project with a version other than {not_in}")
 
 
 def metric(backend, name: str, **labels) -> float:
@@ -64,13 +38,6 @@ def metric(backend, name: str, **labels) -> float:
         if all(got.get(k) == str(v) for k, v in labels.items()):
             total += float(m.group(2))
     return total
-
-
-def tasks_of(ls, pid: int) -> list[dict]:
-    with ls.client() as c:
-        r = c.get("/api/tasks/", params={"project": pid, "fields": "all", "page_size": 1000})
-        r.raise_for_status()
-        return r.json()["tasks"]
 
 
 def project_version(ls, pid: int) -> str:
@@ -139,14 +106,6 @@ def test_imported_tasks_get_a_prediction_of_the_current_version(label_studio, ba
     assert after > before, "Label Studio's TASKS_CREATED webhook reached the backend"
 
 
-def annotate(ls, task_id: int, label: str) -> None:
-    with ls.client() as c:
-        r = c.post(f"/api/tasks/{task_id}/annotations/",
-                   json={"result": [{"from_name": "section", "to_name": "body", "type": "choices",
-                                     "value": {"choices": [label]}}]})
-        assert r.status_code == 201, r.text
-
-
 def test_annotations_of_two_classes_train_a_head(label_studio, backend, project):
     tasks = tasks_of(label_studio, project)
     first = tasks[0]
@@ -154,7 +113,7 @@ def test_annotations_of_two_classes_train_a_head(label_studio, backend, project)
     seen = (health(backend, project).get("model_version"),)
     for t in (first, second):
         t0 = time.time()
-        annotate(label_studio, t["id"], t["data"]["gold"])
+        annotate(label_studio, t["id"], [t["data"]["gold"]], "section", "body")
         h = wait_idle_version(backend, project, seen)
         seen += (h["model_version"],)
         print(f"\n[protocol] annotation -> pushed queue {time.time() - t0:.1f}s ({h['model_version']})")
