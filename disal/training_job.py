@@ -33,7 +33,7 @@ from .queue import predictions_for, priorities_from_selection, priority_from_ref
 from .scoring import head_scoring_inputs
 from .state import FeatureCache, ModelVersion, ProjectStore, text_hash
 from .strategies import BADGE, CoreSet, EmptyPoolError, make_strategy
-from .strategies.diversity import _sq_dists_to, badge_embedding_norms_and_gram_factors
+from .strategies.diversity import sq_dists_to_nearest, badge_embedding_norms_and_gram_factors
 from .strategies.influence import probabilities
 from .training.head import HeadConfig, head_logits, train_head
 
@@ -484,7 +484,7 @@ class TrainingJob:
                                    "retrain to rebuild the queue")
             centres = np.stack(centre_feats).astype(np.float64) if centre_feats else np.zeros((0, feats.shape[1]))
             if base == "coreset":
-                return _sq_dists_to(feats.astype(np.float64), centres)
+                return sq_dists_to_nearest(feats.astype(np.float64), centres)
             c_probs = probabilities(head_logits(version.head, centres.astype(np.float32)).astype(np.float64),
                                     version.spec.multi_label)
             r, h = badge_embedding_norms_and_gram_factors(probs, feats, version.spec.multi_label)

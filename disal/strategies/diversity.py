@@ -12,7 +12,7 @@ import numpy as np
 from .base import ScoringInputs, Selection, Strategy, check_selection_args, seeded_order
 
 
-def _sq_dists_to(points: np.ndarray, centres: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def sq_dists_to_nearest(points: np.ndarray, centres: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Squared Euclidean distance of each point to its nearest centre (chunked, O(N) memory)."""
     if len(centres) == 0:
         return np.full(len(points), np.inf)
@@ -37,7 +37,7 @@ def coreset_greedy(
     n = len(features)
     k = min(k, n)
     centres = np.zeros((0, features.shape[1])) if labeled_features is None else np.asarray(labeled_features, np.float64)
-    dist = _sq_dists_to(features, centres)
+    dist = sq_dists_to_nearest(features, centres)
     tiebreak = np.random.default_rng(seed).random(n)
     picks: list[int] = []
     for _ in range(k):
@@ -125,7 +125,7 @@ class CoreSet(Strategy):
     def score(self, inputs: ScoringInputs) -> np.ndarray:
         inputs.require("features", strategy=self.name)
         lab = inputs.labeled_features
-        return _sq_dists_to(np.asarray(inputs.features, np.float64),
+        return sq_dists_to_nearest(np.asarray(inputs.features, np.float64),
                             np.zeros((0, inputs.features.shape[1])) if lab is None else np.asarray(lab, np.float64))
 
     def select(self, inputs: ScoringInputs, batch_size: int, seed: int = 0) -> Selection:
