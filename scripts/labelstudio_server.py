@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.local_services import LS_BIN, LabelStudioServer, free_port  # noqa: E402
+from scripts.local_services import LS_BIN, LabelStudioServer, free_port, stop_process_group  # noqa: E402
 
 __all__ = ["LabelStudioServer", "LS_BIN", "free_port", "main"]
 
@@ -66,42 +65,17 @@ def _read_pidfile(data_dir: Path) -> dict | None:
     return info
 
 
-def _stop_pid(pid: int, grace: float) -> bool:
-    """SIGTERM the process group, SIGKILL it after `grace` seconds. True if it was running."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    t0 = time.time()
-    while time.time() - t0 < grace:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return True
-
-
 def _server(args) -> LabelStudioServer:
     return LabelStudioServer(args.data_dir, args.port or free_port(), username=args.username,
                              password=args.password, token=args.token)
 
 
 def cmd_start(args) -> int:
-    if _read_pidfile(args.data_dir):
-        info = _read_pidfile(args.data_dir)
+    info = _read_pidfile(args.data_dir)
+    if info:
         print(f"already running: {json.dumps(info)}")
         return 0
-    server = _server(args)
-    try:
-        server.start(timeout=args.timeout)
-    except BaseException:
-        server.stop()  # never leave a half-started Label Studio behind
-        raise
+    server = _server(args).start(timeout=args.timeout)  # a start that fails stops what it spawned
     info = {"pid": server.proc.pid, "url": server.url, "username": server.username, "token": server.token,
             "log": str(server.log)}
     print(f"Label Studio 1.23 at {server.url} (started in {server.started_in:.1f}s); "
@@ -130,7 +104,7 @@ def cmd_stop(args) -> int:
     if not info:
         print("not running")
         return 0
-    _stop_pid(int(info["pid"]), args.grace)
+    stop_process_group(int(info["pid"]), args.grace)
     print(f"stopped Label Studio (pid {info['pid']}, {info['url']})")
     return 0
 

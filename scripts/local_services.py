@@ -4,17 +4,15 @@ Used by `make demo` (scripts/demo.py) and by the end-to-end tests (tests/e2e). E
 its own process group so stopping it stops everything it spawned. Label Studio runs from its own
 virtual environment (.ls-venv), as a separate service would in production.
 
-    python scripts/local_services.py labelstudio --port 8080 --data-dir .demo/labelstudio
+The command line for a Label Studio of your own is scripts/labelstudio_server.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -49,17 +47,47 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path, auth
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s (log: {log})")
 
 
+def stop_process_group(pid: int, grace: float = 15.0) -> bool:
+    """SIGTERM the process group `pid` leads, SIGKILL it after `grace` seconds. True if it was running."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    t0 = time.time()
+    while time.time() - t0 < grace:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
 def _stop(proc: subprocess.Popen | None, grace: float = 15.0) -> None:
     if proc is None or proc.poll() is not None:
         return
+    stop_process_group(proc.pid, grace)
+    proc.wait(5)  # reap it
+
+
+def _spawn(cmd: list[str], env: dict, cwd: Path, log: Path, health_url: str, timeout: float,
+           auth=None) -> tuple[subprocess.Popen, float]:
+    """Start `cmd` in its own process group, logging to `log`, and wait until `health_url` answers 200.
+
+    A process that does not come up (it exits, times out, or Ctrl-C arrives) is stopped, never orphaned.
+    """
+    with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
+        return proc, _wait_http(health_url, timeout, proc, log, auth=auth)
+    except BaseException:
+        _stop(proc)
+        raise
 
 
 class LabelStudioServer:
@@ -93,18 +121,9 @@ class LabelStudioServer:
         if not LS_BIN.exists():
             raise FileNotFoundError(f"{LS_BIN} is missing: run `make install-ls`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(
+        self.proc, self.started_in = _spawn(
             [str(LS_BIN), "start", "--internal-host", "127.0.0.1", "-p", str(self.port), "--no-browser"],
-            env=self.env(), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            cwd=self.data_dir,
-        )
-        fh.close()  # the child has its own copy
-        try:
-            self.started_in = _wait_http(self.url + "/health", timeout, self.proc, self.log)
-        except BaseException:
-            self.stop()  # never leave a half-started Label Studio behind (a timeout, Ctrl-C)
-            raise
+            self.env(), self.data_dir, self.log, self.url + "/health", timeout)
         return self
 
     def client(self, timeout: float = 120.0) -> httpx.Client:
@@ -147,19 +166,10 @@ class BackendServer:
 
     def start(self, timeout: float = 120.0) -> "BackendServer":
         self.model_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(
+        self.proc, self.started_in = _spawn(
             [str(GUNICORN), "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{self.port}",
              "--timeout", "120", "--graceful-timeout", "10", "_wsgi:app"],
-            env=self.env(), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        fh.close()
-        try:
-            self.started_in = _wait_http(self.url + "/health", timeout, self.proc, self.log, auth=self.auth())
-        except BaseException:
-            self.stop()
-            raise
+            self.env(), ROOT, self.log, self.url + "/health", timeout, auth=self.auth())
         return self
 
     def stop(self) -> None:
@@ -170,27 +180,3 @@ class BackendServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Run a local Label Studio 1.23 until Ctrl-C.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    ls = sub.add_parser("labelstudio")
-    ls.add_argument("--port", type=int, default=8080)
-    ls.add_argument("--data-dir", type=Path, default=ROOT / ".demo" / "labelstudio")
-    args = p.parse_args(argv)
-    server = LabelStudioServer(args.data_dir, args.port).start()
-    print(f"Label Studio at {server.url} (login {server.username} / {server.password}, token {server.token}); "
-          "Ctrl-C stops it", flush=True)
-    try:
-        while server.proc.poll() is None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
