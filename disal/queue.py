@@ -28,16 +28,13 @@ from .strategies import Selection
 
 def priorities_from_selection(selection: Selection) -> dict[int, float]:
     """{task id: rank / (N-1)} over the selection's full priority order (0.0 = label first)."""
-    order = [int(i) for i in np.asarray(selection.order).tolist()]
-    n = len(order)
-    if n != len(selection.item_ids):
-        raise ValueError(f"selection orders {n} of {len(selection.item_ids)} items: every pool task needs a rank")
+    ranks = selection.rank_by_id()
+    n = len(ranks)
+    if n != len(selection.item_ids) or len(selection.order) != n:
+        raise ValueError(f"selection orders {len(selection.order)} of {len(selection.item_ids)} items: "
+                         "every pool task needs a rank")
     denom = max(n - 1, 1)
-    return {tid: rank / denom for rank, tid in enumerate(order)}
-
-
-def raw_by_id(selection: Selection) -> dict[int, float]:
-    return {int(i): float(s) for i, s in zip(np.asarray(selection.item_ids).tolist(), selection.scores)}
+    return {int(tid): rank / denom for tid, rank in ranks.items()}
 
 
 def priority_from_reference(raw_scores: np.ndarray, reference_sorted: np.ndarray) -> np.ndarray:

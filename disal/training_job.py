@@ -29,7 +29,7 @@ from .jobs import JobContext, JobRequest
 from .labelconfig import LabelSpec, TaskTextError, parse_label_config, task_label, task_text
 from .labelstudio import LabelStudioClient, LabelStudioError
 from .metrics import Metrics
-from .queue import predictions_for, priorities_from_selection, priority_from_reference, raw_by_id
+from .queue import predictions_for, priorities_from_selection, priority_from_reference
 from .scoring import head_scoring_inputs
 from .state import FeatureCache, ModelVersion, ProjectStore, text_hash
 from .strategies import BADGE, CoreSet, EmptyPoolError, make_strategy
@@ -333,7 +333,7 @@ class TrainingJob:
                                        labeled_features=lab_feats if len(lab_ids) else None)
             batch_aware = isinstance(strategy, (CoreSet, BADGE))
             sel = strategy.select(inputs, min(n, s.coldstart_batch) if batch_aware else n, seed=s.seed)
-            priority, raw = priorities_from_selection(sel), raw_by_id(sel)
+            priority, raw = priorities_from_selection(sel), sel.scores_by_id()
             if batch_aware:
                 centres = lab_ids + [int(i) for i in np.asarray(sel.selected).tolist()] \
                     if isinstance(strategy, CoreSet) else [int(i) for i in np.asarray(sel.selected).tolist()]

@@ -7,7 +7,7 @@ import pytest
 
 from disal.labelconfig import LabelSpec
 from disal.queue import (choice_result, prediction_for, predictions_for, priorities_from_selection,
-                         priority_from_reference, raw_by_id)
+                         priority_from_reference)
 from disal.strategies import ScoringInputs, Selection, make_strategy
 
 SPEC = LabelSpec("label", "text", "text", ("business", "sport", "tech"), multi_label=False)
@@ -24,7 +24,7 @@ def test_priority_is_rank_over_n_minus_1_lower_first_keyed_by_task_id():
     sel = selection([40, 10, 30, 20], [0.1, 5.0, 2.0, -1.0])
     pr = priorities_from_selection(sel)
     assert pr == {10: 0.0, 30: 1 / 3, 40: 2 / 3, 20: 1.0}
-    assert raw_by_id(sel) == {40: 0.1, 10: 5.0, 30: 2.0, 20: -1.0}
+    assert sel.scores_by_id() == {40: 0.1, 10: 5.0, 30: 2.0, 20: -1.0}
 
 
 def test_single_item_pool_gets_priority_zero():
