@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from .atomic import atomic_dir
 from .labelconfig import LabelSpec
 from .trajectory import Trajectory
 from .training.head import LinearHead
@@ -140,10 +141,8 @@ class ProjectStore:
 
     def save_version(self, v: ModelVersion) -> Path:
         """Write the whole version into a temp folder, then rename it into place."""
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
         final = self.versions_dir / v.name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{v.name}.", dir=self.versions_dir))
-        try:
+        with atomic_dir(final) as tmp:
             (tmp / "labels.json").write_text(json.dumps({str(k): val for k, val in v.labels.items()}))
             (tmp / "queue.json").write_text(json.dumps({
                 "priority": {str(k): p for k, p in v.priority.items()},
@@ -155,11 +154,6 @@ class ProjectStore:
                 v.trajectory.save(tmp / "trajectory")
             meta = {**v.meta, "name": v.name, "round": v.round, "kind": v.kind, "spec": v.spec.as_dict()}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: marks the folder complete
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def load_version(self, name: str) -> ModelVersion:

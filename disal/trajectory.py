@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -19,6 +16,8 @@ from typing import Mapping
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +86,12 @@ class Trajectory:
     def save(self, folder: str | Path) -> Path:
         """Write atomically: a crash mid-save leaves any previous trajectory in `folder` intact."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_dir(folder) as tmp:
             flat = {f"{k}/{n}": t.contiguous() for k, cp in enumerate(self.checkpoints) for n, t in cp.items()}
             save_file(flat, str(tmp / TENSORS))
             manifest = {"param_names": self.param_names, "steps": self.steps, "lrs": self.lrs,
                         "meta": self.meta, "nbytes": self.nbytes}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-            if folder.exists():
-                old = folder.with_name(folder.name + ".old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     @classmethod

@@ -53,7 +53,7 @@ def test_save_load_round_trip(tmp_path):
     traj.meta["round"] = 2
     traj.save(folder)
     assert Trajectory.load(folder).meta["round"] == 2
-    assert not list(tmp_path.glob(".traj.*")) and not (tmp_path / "traj.old").exists()
+    assert not list(tmp_path.glob(".traj*")) and not (tmp_path / "traj.old").exists()
     # disk size is known: the tensors plus a small safetensors header
     size = (folder / "trajectory.safetensors").stat().st_size
     assert traj.nbytes <= size <= traj.nbytes + 4096
