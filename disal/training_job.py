@@ -33,7 +33,7 @@ from .queue import predictions_for, priorities_from_selection, priority_from_ref
 from .scoring import head_scoring_inputs
 from .state import FeatureCache, ModelVersion, ProjectStore, text_hash
 from .strategies import BADGE, CoreSet, EmptyPoolError, make_strategy
-from .strategies.diversity import sq_dists_to_nearest, badge_embedding_norms_and_gram_factors
+from .strategies.diversity import badge_embedding_norms_and_gram_factors, badge_sq_dists, sq_dists_to_nearest
 from .strategies.influence import probabilities
 from .training.head import HeadConfig, head_logits, train_head
 
@@ -488,11 +488,10 @@ class TrainingJob:
             c_probs = probabilities(head_logits(version.head, centres.astype(np.float32)).astype(np.float64),
                                     version.spec.multi_label)
             r, h = badge_embedding_norms_and_gram_factors(probs, feats, version.spec.multi_label)
+            if not len(centres):
+                return (r**2).sum(1) * (h**2).sum(1)
             rc, hc = badge_embedding_norms_and_gram_factors(c_probs, centres, version.spec.multi_label)
-            sq = (r**2).sum(1) * (h**2).sum(1)
-            sqc = (rc**2).sum(1) * (hc**2).sum(1)
-            d = sq[:, None] + sqc[None, :] - 2.0 * (r @ rc.T) * (h @ hc.T)
-            return np.maximum(d, 0.0).min(axis=1) if len(centres) else sq
+            return badge_sq_dists(r, h, rc, hc).min(axis=1)
         strategy = make_strategy(version.meta.get("strategy", self.settings.strategy))
         inputs = head_scoring_inputs(np.arange(len(feats)), feats, version.head, version.trajectory,
                                      strategy=strategy, multi_label=version.spec.multi_label, seed=self.settings.seed)

@@ -65,6 +65,13 @@ def badge_embedding_norms_and_gram_factors(probs: np.ndarray, features: np.ndarr
     return r.astype(np.float64), np.asarray(features, dtype=np.float64)
 
 
+def badge_sq_dists(r: np.ndarray, h: np.ndarray, rc: np.ndarray, hc: np.ndarray) -> np.ndarray:
+    """(N, M) squared distances between gradient embeddings r (x) h and centres rc (x) hc, never formed."""
+    sq = (r**2).sum(1) * (h**2).sum(1)
+    sqc = (rc**2).sum(1) * (hc**2).sum(1)
+    return np.maximum(sq[:, None] + sqc[None, :] - 2.0 * (r @ rc.T) * (h @ hc.T), 0.0)
+
+
 def badge_kmeanspp(probs: np.ndarray, features: np.ndarray, k: int, seed: int, multi_label: bool = False):
     """k-means++ seeding over gradient embeddings (Ash et al. 2020).
 
@@ -92,8 +99,7 @@ def badge_kmeanspp(probs: np.ndarray, features: np.ndarray, k: int, seed: int, m
             else:
                 i = int(rng.choice(n, p=w / total))
         picks.append(i)
-        d_i = sq_norm + sq_norm[i] - 2.0 * (r @ r[i]) * (h @ h[i])
-        dist = np.minimum(dist, np.maximum(d_i, 0.0))
+        dist = np.minimum(dist, badge_sq_dists(r, h, r[i : i + 1], h[i : i + 1])[:, 0])
         dist[picks] = -1.0
     return np.asarray(picks, dtype=np.int64), dist
 
