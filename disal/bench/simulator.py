@@ -6,6 +6,7 @@ never used for selection. Two training modes:
   trajectory is the head's, scored in closed form. Fast enough for many seeds on a 2-core CPU.
 - `finetune`: the encoder's `params` set (all / last-N / head) is fine-tuned from the pretrained
   weights every round; DISAL scores with torch.func.jvp. Faithful, and ~100x slower on a CPU.
+Image datasets (digits, mnist) use a frozen EfficientNet-Lite0 (training/image_encoder.py), head mode only.
 """
 
 from __future__ import annotations
@@ -153,28 +154,45 @@ class FinetuneSimulation:
             yield row
 
 
-def simulate(ds: TextDataset, cfg: SimulationConfig, model: str | None, out: Path, max_length: int = 128,
-             cache_dir: Path | None = None) -> list[dict]:
-    """Run every (strategy, seed); write results.jsonl, summary.md and curves.png to `out`."""
+def make_encoder(ds, cfg: SimulationConfig, model: str | None, max_length: int = 128, image_size: int | None = None):
+    """The frozen encoder for the dataset's modality: HFTextAdapter for texts, EfficientNet-Lite0 for images."""
+    if getattr(ds, "modality", "text") == "image":
+        from ..training.image_encoder import DEFAULT_IMAGE_SIZE, EfficientNetLiteEncoder
+
+        if cfg.train_mode != "head":
+            raise ValueError(f"image datasets ({ds.name}) run in head mode only (frozen EfficientNet-Lite0 + linear "
+                             f"head); --train-mode {cfg.train_mode} is for text models")
+        if model:
+            raise ValueError(f"--model applies to text datasets; {ds.name} uses the packaged EfficientNet-Lite0")
+        return EfficientNetLiteEncoder(image_size or DEFAULT_IMAGE_SIZE)
     from ..training.adapter import HFTextAdapter
+
+    return HFTextAdapter(model, num_labels=len(ds.classes), max_length=max_length)
+
+
+def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length: int = 128,
+             cache_dir: Path | None = None, image_size: int | None = None) -> list[dict]:
+    """Run every (strategy, seed) on a TextDataset or ImageDataset; write results.jsonl, summary.md and curves.png."""
     from .report import write_report
 
+    if cfg.train_mode not in ("head", "finetune"):
+        raise ValueError(f"train mode must be head or finetune, got {cfg.train_mode!r}")
+    adapter = make_encoder(ds, cfg, model, max_length, image_size)
+    is_image = getattr(ds, "modality", "text") == "image"
     out.mkdir(parents=True, exist_ok=True)
-    adapter = HFTextAdapter(model, num_labels=len(ds.classes), max_length=max_length)
     t_start = time.time()
     if cfg.train_mode == "head":
-        Xtr = cached_encode(adapter, ds.train_texts, cache_dir, "train")
-        Xte = cached_encode(adapter, ds.test_texts, cache_dir, "test")
+        train_items, test_items = (ds.train_images, ds.test_images) if is_image else (ds.train_texts, ds.test_texts)
+        Xtr = cached_encode(adapter, train_items, cache_dir, "train")
+        Xte = cached_encode(adapter, test_items, cache_dir, "test")
         # Tiny matrices from here on: one thread is faster and immune to oversubscription on a shared CPU.
         torch.set_num_threads(1)
         sim = HeadSimulation(Xtr, ds.train_labels, Xte, ds.test_labels, len(ds.classes), cfg)
         full_acc = sim.full_data_accuracy()
         print(f"full-data accuracy ({len(Xtr)} labels, frozen encoder + head): {full_acc:.4f}", flush=True)
-    elif cfg.train_mode == "finetune":
+    else:
         sim = FinetuneSimulation(adapter, ds, cfg)
         full_acc = None
-    else:
-        raise ValueError(f"train mode must be head or finetune, got {cfg.train_mode!r}")
     rows: list[dict] = []
     with open(out / "results.jsonl", "w") as fh:
         for spec in cfg.strategies:
@@ -187,8 +205,9 @@ def simulate(ds: TextDataset, cfg: SimulationConfig, model: str | None, out: Pat
                     print(f"[{row['strategy']} seed={seed} round={row['round']}] labeled={row['n_labeled']} "
                           f"acc={row['accuracy']:.4f} f1={row['macro_f1']:.4f} train={row['train_seconds']:.2f}s "
                           f"score={row['score_seconds']:.2f}s", flush=True)
-    meta = {"dataset": ds.name, "n_train": len(ds.train_texts), "n_test": len(ds.test_texts),
-            "model": adapter.model_id, "full_data_accuracy": full_acc, "wall_seconds": time.time() - t_start,
+    meta = {"dataset": ds.name, "modality": "image" if is_image else "text", "n_train": len(ds.train_labels),
+            "n_test": len(ds.test_labels), "model": adapter.model_id,
+            "image_size": adapter.image_size if is_image else None, "full_data_accuracy": full_acc, "wall_seconds": time.time() - t_start,
             "config": {k: (v.__dict__ if isinstance(v, HeadConfig) else v) for k, v in cfg.__dict__.items()}}
     (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     write_report(rows, out, meta)

@@ -1,4 +1,4 @@
-"""Loaders for BBC News, Reuters R8 and user files, returning one explicit TextDataset.
+"""Loaders for BBC News, Reuters R8 and user files, returning one explicit TextDataset (images: images.py).
 
 Data packages are installed with --no-deps and read as files: their __init__ is never run.
 """
@@ -11,6 +11,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -25,6 +26,7 @@ class TextDataset:
     train_labels: np.ndarray
     test_texts: list[str]
     test_labels: np.ndarray
+    modality: ClassVar[str] = "text"
 
     def subsample(self, max_train: int | None, max_test: int | None, seed: int = 0) -> "TextDataset":
         """A seeded random subset (same subset for every strategy and run seed)."""
@@ -126,9 +128,17 @@ def load_table(train_path: str | Path, test_path: str | Path, text_column: str =
     return TextDataset(name, classes, parts[0][0], _encode(parts[0][1], classes), parts[1][0], _encode(parts[1][1], classes))
 
 
-def load_dataset(name: str) -> TextDataset:
+DATASET_NAMES = ("bbc", "r8", "digits", "mnist")
+
+
+def load_dataset(name: str):
+    """A packaged dataset by name: TextDataset for bbc and r8, ImageDataset for digits and mnist."""
     if name == "bbc":
         return load_bbc()
     if name == "r8":
         return load_r8()
-    raise ValueError(f"unknown dataset {name!r}: use bbc, r8, or --train/--test files")
+    if name in ("digits", "mnist"):
+        from .images import load_digits, load_mnist5k
+
+        return load_digits() if name == "digits" else load_mnist5k()
+    raise ValueError(f"unknown dataset {name!r}: use {', '.join(DATASET_NAMES)}, or --train/--test files")
