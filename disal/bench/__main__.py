@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default=None, help="HF model id or local path (default: packaged all-MiniLM-L6-v2)")
     model.add_argument("--max-length", type=int, default=128)
     model.add_argument("--image-size", type=int, default=None,
-                       help="image datasets: EfficientNet-Lite0 input resolution (default: image_encoder.DEFAULT_IMAGE_SIZE)")
+                       help="image datasets: EfficientNet-Lite0 input resolution (default: 64 for digits, 96 for mnist)")
     model.add_argument("--train-mode", choices=("head", "finetune"), default="head",
                        help="head: frozen encoder, cached features, linear head; finetune: train `--params`")
     model.add_argument("--params", default="head", help="finetune mode: head, all or last-N")

@@ -157,14 +157,14 @@ class FinetuneSimulation:
 def make_encoder(ds, cfg: SimulationConfig, model: str | None, max_length: int = 128, image_size: int | None = None):
     """The frozen encoder for the dataset's modality: HFTextAdapter for texts, EfficientNet-Lite0 for images."""
     if getattr(ds, "modality", "text") == "image":
-        from ..training.image_encoder import DEFAULT_IMAGE_SIZE, EfficientNetLiteEncoder
+        from ..training.image_encoder import DEFAULT_IMAGE_SIZE, IMAGE_SIZE_BY_DATASET, EfficientNetLiteEncoder
 
         if cfg.train_mode != "head":
             raise ValueError(f"image datasets ({ds.name}) run in head mode only (frozen EfficientNet-Lite0 + linear "
                              f"head); --train-mode {cfg.train_mode} is for text models")
         if model:
             raise ValueError(f"--model applies to text datasets; {ds.name} uses the packaged EfficientNet-Lite0")
-        return EfficientNetLiteEncoder(image_size or DEFAULT_IMAGE_SIZE)
+        return EfficientNetLiteEncoder(image_size or IMAGE_SIZE_BY_DATASET.get(ds.name, DEFAULT_IMAGE_SIZE))
     from ..training.adapter import HFTextAdapter
 
     return HFTextAdapter(model, num_labels=len(ds.classes), max_length=max_length)
