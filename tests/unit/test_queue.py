@@ -7,7 +7,7 @@ import pytest
 
 from disal.labelconfig import LabelSpec
 from disal.queue import (choice_result, prediction_for, predictions_for, priorities_from_selection,
-                         priority_from_reference)
+                         priority_from_reference, top_of_queue)
 from disal.strategies import ScoringInputs, Selection, make_strategy
 
 SPEC = LabelSpec("label", "text", "text", ("business", "sport", "tech"), multi_label=False)
@@ -95,3 +95,10 @@ def test_missing_priority_or_non_finite_priority_is_an_error():
         predictions_for([4], SPEC, {}, "v", None)
     with pytest.raises(ValueError, match="not finite"):
         prediction_for(1, SPEC, float("inf"), "v", None)
+
+
+def test_top_of_queue_takes_the_lowest_priorities_ties_by_task_id_and_zero_means_all():
+    priority = {10: 0.5, 11: 0.0, 12: 0.5, 13: 1.0, 14: 0.25}
+    assert top_of_queue([13, 12, 11, 10, 14], priority, 3) == [11, 14, 10]
+    assert top_of_queue([13, 12, 11, 10, 14], priority, 0) == [11, 14, 10, 12, 13]
+    assert top_of_queue([13, 12, 11, 10, 14], priority, 99) == [11, 14, 10, 12, 13]

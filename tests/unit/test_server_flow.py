@@ -61,6 +61,29 @@ def test_annotations_train_a_head_and_push_a_full_queue(backend, fake):
     assert v3.labels[1]["round"] == 2 and v3.labels[10]["round"] == 3
 
 
+def test_a_pool_bigger_than_push_top_k_pushes_the_head_of_the_queue_only(tmp_path, fake):
+    """PUSH_TOP_K caps Label Studio's per-round work: the K first tasks of the queue get predictions
+    (the same K a full push would rank first), every task is still scored and placed in the version."""
+    client, model, _ = make_backend(tmp_path, fake, push_top_k=7)
+    try:
+        connect(client, model, fake)
+        annotate_and_notify(client, model, fake, list(range(1, 10)))
+        version = fake.project["model_version"]
+        v = model.store(1).current()
+        assert v.name == version and len(v.priority) == len(unlabeled_ids(fake)) == N_TASKS - 9
+        preds = fake.predictions_of(version)
+        head = sorted(v.priority, key=lambda t: v.priority[t])[:7]
+        assert sorted(preds) == sorted(head)
+        assert {t: p["score"] for t, p in preds.items()} == pytest.approx({t: v.priority[t] for t in head})
+        # /predict still answers for a scored task that got no prediction in Label Studio
+        tail = sorted(v.priority, key=lambda t: v.priority[t])[-1]
+        r = client.post("/predict", json={"tasks": [{"id": tail, "project": 1, "data": fake.tasks[tail]["data"]}],
+                                          "project": "1.0"})
+        assert r.status_code == 200 and r.get_json()["results"][0]["score"] == pytest.approx(v.priority[tail])
+    finally:
+        model.close()
+
+
 def test_skipped_empty_and_unknown_labels_are_not_trained_on(backend, fake):
     client, model = backend
     connect(client, model, fake)
