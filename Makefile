@@ -7,7 +7,7 @@ LS_VENV := .ls-venv
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PORT ?= 9090
 
-.PHONY: install install-ls serve demo test test-fast clean
+.PHONY: install install-ls install-bench serve demo test test-fast clean
 
 ## Idempotent: re-running only installs what changed in the requirement files.
 install: $(VENV)/.installed
@@ -24,10 +24,17 @@ $(LS_VENV)/.installed: requirements-labelstudio.txt
 	$(LS_VENV)/bin/pip install -q -r requirements-labelstudio.txt $(PIP_QUIET)
 	touch $@
 
-test: install install-ls
+## Benchmark-only extras (the peers small-text and baal): never in the service image. Resolved together
+## with requirements.txt so the service's pins hold (numpy<2.3).
+install-bench: $(VENV)/.bench-installed
+$(VENV)/.bench-installed: requirements-bench.txt requirements.txt $(VENV)/.installed
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-bench.txt $(PIP_QUIET)
+	touch $@
+
+test: install install-ls install-bench
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest tests
 
-test-fast: install
+test-fast: install install-bench
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest tests -m "not e2e and not slow"
 
 clean:

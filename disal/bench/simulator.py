@@ -27,6 +27,7 @@ from ..strategies.influence import probabilities
 from ..training.head import HeadConfig, head_logits, head_mc_probs, train_head
 from .features import cached_encode
 from .metrics import accuracy, macro_f1
+from .peers import make_bench_strategy
 
 
 @dataclass
@@ -82,7 +83,7 @@ class HeadSimulation:
 
     def run(self, strategy_spec: str, seed: int) -> Iterator[dict]:
         cfg = self.cfg
-        strategy = make_strategy(strategy_spec, **cfg.disal_options)
+        strategy = make_bench_strategy(strategy_spec, **cfg.disal_options)
         n = len(self.Xtr)
         labeled = list(initial_set(n, cfg.initial, self.ytr, seed))
         head = None

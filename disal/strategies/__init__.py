@@ -67,7 +67,13 @@ def make_strategy(spec: str, **disal_options) -> Strategy:
 
 
 def needs(strategy: Strategy) -> set[str]:
-    """Which ScoringInputs fields a strategy reads, so callers compute only what is needed."""
+    """Which ScoringInputs fields a strategy reads, so callers compute only what is needed.
+
+    A strategy object may declare them itself in a `needs` attribute (the benchmark's peer adapters do).
+    """
+    own = getattr(strategy, "needs", None)
+    if own is not None:
+        return set(own)
     if isinstance(strategy, DISAL):
         return {"trajectory"}
     return {
