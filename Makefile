@@ -7,7 +7,7 @@ LS_VENV := .ls-venv
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PORT ?= 9090
 
-.PHONY: install install-ls install-bench serve demo test test-fast clean
+.PHONY: install install-ls install-bench serve demo test test-fast bench bench-full clean
 
 ## Idempotent: re-running only installs what changed in the requirement files.
 install: $(VENV)/.installed
@@ -36,6 +36,19 @@ test: install install-ls install-bench
 
 test-fast: install install-bench
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest tests -m "not e2e and not slow"
+
+## Benchmarks (docs/benchmarks.md). bench: minutes -- cost (scoring ratios, real Label Studio rounds
+## at 1k and 10k tasks, latencies, push rate, memory -> bench/out/perf.json) and a 3-seed quality run
+## -> bench/out/quality-quick/benchmarks.md. bench-full: every strategy and peer, 5 seeds, full-size
+## cost runs; rewrites docs/benchmarks.md and its PNGs.
+BENCH_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+bench: install install-ls install-bench
+	$(BENCH_ENV) $(VENV)/bin/python bench/perf.py --preset quick
+	$(BENCH_ENV) $(VENV)/bin/python -m disal.bench.suite --preset quick
+
+bench-full: install install-ls install-bench
+	$(BENCH_ENV) $(VENV)/bin/python bench/perf.py --preset full
+	$(BENCH_ENV) $(VENV)/bin/python -m disal.bench.suite --preset full --report docs/benchmarks.md --figures docs
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache bench/out

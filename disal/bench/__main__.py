@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop = p.add_argument_group("loop")
     loop.add_argument("--strategies", default="disal,random",
                       help=f"comma-separated; any of {', '.join(STRATEGY_NAMES)}; DISAL variants as "
-                           "disal:sign=descent:direction=segment")
+                           "disal:sign=descent:direction=segment; peers (make install-bench) as "
+                           "smalltext:breaking_ties, baal:bald, ... (disal/bench/peers.py)")
     loop.add_argument("--seeds", type=int, default=3)
     loop.add_argument("--initial", type=int, default=20)
     loop.add_argument("--batch", type=int, default=20)

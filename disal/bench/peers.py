@@ -70,6 +70,12 @@ PEER_SPECS: dict[str, frozenset] = {
     "baal:powerbald": frozenset({"mc_probs"}),
 }
 
+#: Candidate subsets for the peers too slow to score a 3,000-item pool every round on a 2-core CPU
+#: (measured per round, 3,000 x 384, batch 20, T = 20: baal BatchBALD ~90 s, its joint-entropy
+#: tensor is ~1.2 GB; small-text greedy coreset ~9 s). The simulator scores a seeded random
+#: subset of this size for them unless --max-candidates says otherwise; the report names it.
+DEFAULT_MAX_CANDIDATES: dict[str, int] = {"baal:batchbald": 200, "smalltext:greedy_coreset": 1000}
+
 #: Peer specs that cannot run faithfully on our model: spec -> (exact error, why). Empty: all run.
 UNSUPPORTED: dict[str, tuple[str, str]] = {}
 
@@ -135,6 +141,7 @@ class PeerStrategy(Strategy):
     def __init__(self, spec: str) -> None:
         self.name = spec
         self.needs = PEER_SPECS[spec]
+        self.default_max_candidates = DEFAULT_MAX_CANDIDATES.get(spec)
 
     def score(self, inputs: ScoringInputs) -> np.ndarray:
         return self.select(inputs, len(inputs), 0).scores
@@ -378,5 +385,5 @@ def make_bench_strategy(spec: str, **disal_options) -> Strategy:
     return make_strategy(spec, **disal_options)
 
 
-__all__ = ["PEER_SPECS", "UNSUPPORTED", "BaalStrategy", "PeerStrategy", "SmallTextStrategy", "is_peer_spec",
+__all__ = ["DEFAULT_MAX_CANDIDATES", "PEER_SPECS", "UNSUPPORTED", "BaalStrategy", "PeerStrategy", "SmallTextStrategy", "is_peer_spec",
            "make_bench_strategy", "make_peer_strategy"]

@@ -101,7 +101,8 @@ class HeadSimulation:
                 t1 = time.perf_counter()
                 inputs = head_scoring_inputs(pool, self.Xtr[pool], head, traj, labeled_features=self.Xtr[labeled],
                                              strategy=strategy, mc_samples=cfg.mc_samples, seed=round_seed)
-                sel = select_with_candidates(strategy, inputs, cfg.batch, round_seed, cfg.max_candidates)
+                cands = cfg.max_candidates or getattr(strategy, "default_max_candidates", None)
+                sel = select_with_candidates(strategy, inputs, cfg.batch, round_seed, cands)
                 row["score_seconds"] = time.perf_counter() - t1
                 labeled.extend(int(i) for i in sel.selected)
             yield row

@@ -1,0 +1,328 @@
+"""The backend's cost against a real Label Studio 1.23: rounds, latencies, push rate, memory.
+
+For each pool size it starts a fresh backend (gunicorn, as `make serve` runs it) beside one real Label
+Studio (own venv, 127.0.0.1), imports a project of that many real texts (Reuters R8 then BBC News,
+cycled past 9,899), connects the backend and waits for the cold-start queue. Then:
+
+- rounds: an annotation made through Label Studio's API -> webhook -> background job -> pushed queue,
+  timed from the annotation POST until /health serves the new version (queue live: the
+  predictions are in and project.model_version points at them) and until the job is done (old
+  versions' predictions deleted); the phase split (fetch,
+  encode, train, score, push, tidy) is the delta of the backend's own `disal_job_phase_seconds`;
+- latencies while a training job runs: /webhook (an ANNOTATION_UPDATED event) and /predict for 1
+  and 100 tasks, p50/p99, sequential requests on one kept-alive connection;
+- predictions pushed per second (backend counter / push phase seconds);
+- peak memory: the gunicorn worker's VmHWM after the measured rounds;
+- trajectory size on disk per checkpoint of the served version.
+
+Usage: .venv/bin/python bench/service_cost.py --pools 1000,10000 --rounds 3 --out bench/out/service_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.local_services import BackendServer, LabelStudioServer, free_port  # noqa: E402
+
+AUTH = ("disal-bench", "bench-secret-pass")
+PHASES = ("fetch", "encode", "train", "score", "push", "tidy")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def pool_texts(n: int) -> tuple[list[str], list[str], list[str]]:
+    """n real texts with their source labels: R8 (train+test) then BBC, cycled if n > 9,899."""
+    from disal.data import load_dataset
+
+    texts, labels = [], []
+    for name in ("r8", "bbc"):
+        ds = load_dataset(name)
+        for split_t, split_y in ((ds.train_texts, ds.train_labels), (ds.test_texts, ds.test_labels)):
+            texts += list(split_t)
+            labels += [f"{name}:{ds.classes[int(y)]}" for y in split_y]
+    classes = sorted(set(labels))
+    idx = [i % len(texts) for i in range(n)]
+    return [texts[i] for i in idx], [labels[i] for i in idx], classes
+
+
+def label_config(classes: list[str]) -> str:
+    choices = "".join(f'<Choice value="{c}"/>' for c in classes)
+    return (f'<View><Text name="text" value="$text"/>'
+            f'<Choices name="label" toName="text" choice="single">{choices}</Choices></View>')
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms, dtype=float)
+    return {"n": int(len(a)), "p50": round(float(np.percentile(a, 50)), 2), "p99": round(float(np.percentile(a, 99)), 2),
+            "max": round(float(a.max()), 2)} if len(a) else {"n": 0}
+
+
+def metric_sums(backend: BackendServer) -> dict:
+    """Phase seconds sums and counters from the backend's /metrics."""
+    text = httpx.get(backend.url + "/metrics", auth=AUTH, timeout=10).text
+    out = {}
+    for m in re.finditer(r'^disal_job_phase_seconds_sum\{phase="(\w+)"\} ([0-9.e+-]+)$', text, re.M):
+        out[m.group(1)] = float(m.group(2))
+    pushed = sum(float(v) for v in re.findall(r'^disal_predictions_pushed_total\{[^}]*\} ([0-9.e+-]+)$', text, re.M))
+    out["predictions_pushed"] = pushed
+    return out
+
+
+def worker_pid(master_pid: int) -> int:
+    """gunicorn's worker: the child of the master process."""
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().split(") ")[1].split()[1]) == master_pid:
+                    return int(p.name)
+            except (OSError, IndexError, ValueError):
+                continue
+    raise RuntimeError(f"no gunicorn worker under pid {master_pid}")
+
+
+def memory_mb(pid: int) -> dict:
+    status = Path(f"/proc/{pid}/status").read_text()
+    val = lambda k: int(re.search(rf"^{k}:\s+(\d+) kB", status, re.M).group(1)) / 1024  # noqa: E731
+    return {"rss_mb": round(val("VmRSS"), 1), "peak_rss_mb": round(val("VmHWM"), 1)}
+
+
+def project_health(backend: BackendServer, pid: int) -> dict:
+    return httpx.get(backend.url + "/health", auth=AUTH, timeout=10).json().get("projects", {}).get(str(pid), {})
+
+
+def wait_new_version(backend: BackendServer, pid: int, old: str | None, timeout: float,
+                     idle: bool = True) -> dict:
+    """Wait for a served version other than `old` (and, with idle, no job running)."""
+    t0 = time.time()
+    last_print = 0.0
+    while time.time() - t0 < timeout:
+        h = project_health(backend, pid)
+        if h.get("error") and h.get("state") == "idle":
+            raise RuntimeError(f"backend job failed: {h['error']} (log {backend.log})")
+        if h.get("model_version") and h.get("model_version") != old and (h.get("state") == "idle" or not idle):
+            return h
+        if time.time() - last_print > 15:
+            p = h.get("progress") or {}
+            log(f"  backend {h.get('state')} {p.get('done')}/{p.get('total')} {h.get('job', {}).get('note', '')}")
+            last_print = time.time()
+        time.sleep(0.1)
+    raise TimeoutError(f"no new version after {old} within {timeout:.0f}s")
+
+
+def next_task(c: httpx.Client, pid: int) -> dict:
+    """The task Label Studio serves an annotator next (uncertainty sampling over the pushed scores)."""
+    r = c.get(f"/api/projects/{pid}/next")
+    r.raise_for_status()
+    return r.json()
+
+
+def annotate(c: httpx.Client, task_id: int, label: str) -> None:
+    r = c.post(f"/api/tasks/{task_id}/annotations/", json={"result": [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]})
+    if r.status_code != 201:
+        raise RuntimeError(f"annotating task {task_id} failed: {r.status_code} {r.text[:300]}")
+
+
+class Hammer(threading.Thread):
+    """Sequential requests on one connection until stopped; keeps per-kind latencies in ms."""
+
+    def __init__(self, backend: BackendServer, pid: int, label_of: dict[int, str], texts_of: dict[int, str],
+                 label_config_xml: str) -> None:
+        super().__init__(daemon=True)
+        self.backend, self.pid, self.label_of, self.texts_of = backend, pid, label_of, texts_of
+        self.config = label_config_xml
+        self.stop_flag = threading.Event()
+        self.lat: dict[str, list[float]] = {"webhook": [], "predict_1": [], "predict_100": [], "predict_1_new": []}
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        ids = list(self.texts_of)
+        rng = np.random.default_rng(0)
+        new_id = 10**9
+        with httpx.Client(base_url=self.backend.url, auth=AUTH, timeout=60) as c:
+            while not self.stop_flag.is_set():
+                tid = int(rng.choice(ids))
+                ev = {"action": "ANNOTATION_UPDATED", "project": {"id": self.pid}, "task": {"id": tid},
+                      "annotation": {"id": 1, "task": tid, "result": []}}
+                self._timed(c, "webhook", "/webhook", ev, 201)
+                task = {"id": tid, "project": self.pid, "data": {"text": self.texts_of[tid]}}
+                self._timed(c, "predict_1", "/predict", {"tasks": [task], "project": f"{self.pid}.0",
+                                                          "label_config": self.config}, 200)
+                new_id += 1  # an id the backend never scored: /predict must encode it
+                new = {"id": new_id, "project": self.pid, "data": {"text": self.texts_of[tid]}}
+                self._timed(c, "predict_1_new", "/predict", {"tasks": [new], "project": f"{self.pid}.0",
+                                                              "label_config": self.config}, 200)
+                hundred = [{"id": int(t), "project": self.pid, "data": {"text": self.texts_of[int(t)]}}
+                           for t in rng.choice(ids, size=min(100, len(ids)), replace=False)]
+                self._timed(c, "predict_100", "/predict", {"tasks": hundred, "project": f"{self.pid}.0",
+                                                            "label_config": self.config}, 200)
+
+    def _timed(self, c: httpx.Client, kind: str, path: str, body: dict, want: int) -> None:
+        t0 = time.perf_counter()
+        r = c.post(path, json=body)
+        ms = (time.perf_counter() - t0) * 1000
+        if r.status_code != want:
+            self.errors.append(f"{path} -> {r.status_code}: {r.text[:200]}")
+            return
+        self.lat[kind].append(ms)
+
+
+def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency: bool,
+                 backend_env: dict | None = None) -> dict:
+    """Every measurement for one pool size, with a fresh backend (`backend_env` adds settings)."""
+    texts, labels, classes = pool_texts(n)
+    config = label_config(classes)
+    model_dir = work / f"model-{n}"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    backend = BackendServer(model_dir, free_port(), ls, log=work / f"backend-{n}.log",
+                            extra_env={"BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1],
+                                       "LOG_LEVEL": "INFO", "USE_UNCERTAINTY_SAMPLING": "true",
+                                       **(backend_env or {})})
+    res: dict = {"pool": n}
+    log(f"pool {n}: starting the backend on {backend.url}")
+    backend.start()
+    try:
+        wpid = worker_pid(backend.proc.pid)
+        c = ls.client(timeout=600)
+        pid = c.post("/api/projects/", json={"title": f"bench {n}", "label_config": config}).json()["id"]
+        t0 = time.time()
+        for s in range(0, n, 2000):
+            r = c.post(f"/api/projects/{pid}/import", json=[{"text": t, "source_label": y}
+                                                             for t, y in zip(texts[s:s + 2000], labels[s:s + 2000])])
+            r.raise_for_status()
+        res["import_seconds"] = round(time.time() - t0, 2)
+        log(f"pool {n}: imported {n} tasks into project {pid} in {res['import_seconds']}s")
+        tasks = []
+        page = 1
+        while True:
+            r = c.get("/api/tasks/", params={"project": pid, "page_size": 5000, "page": page, "fields": "task_only"})
+            if r.status_code == 404:
+                break
+            r.raise_for_status()
+            batch = r.json()["tasks"]
+            tasks += batch
+            if len(batch) < 5000:
+                break
+            page += 1
+        label_of = {t["id"]: t["data"]["source_label"] for t in tasks}
+        text_of = {t["id"]: t["data"]["text"] for t in tasks}
+
+        t0 = time.time()
+        r = c.post("/api/ml/", json={"url": f"{backend.url}", "project": pid, "title": "DISAL",
+                                     "auth_method": "BASIC_AUTH", "basic_auth_user": AUTH[0],
+                                     "basic_auth_pass": AUTH[1]})
+        if r.status_code >= 300:
+            raise RuntimeError(f"connecting failed: {r.status_code} {r.text[:300]}")
+        h = wait_new_version(backend, pid, None, timeout=3600)
+        res["cold_start_seconds"] = round(time.time() - t0, 2)
+        res["cold_start_phases"] = {k: round(v, 2) for k, v in metric_sums(backend).items()}
+        log(f"pool {n}: cold-start queue {h['model_version']} in {res['cold_start_seconds']}s "
+            f"({res['cold_start_phases']})")
+
+        # Bootstrap: label 10 tasks spread over the project (two classes or more), wait for the head rounds.
+        for tid in sorted(label_of)[:: max(1, n // 10)][:10]:
+            annotate(c, tid, label_of[tid])
+        h = wait_new_version(backend, pid, h["model_version"], timeout=1800)
+        while project_health(backend, pid).get("job", {}).get("pending"):
+            time.sleep(0.2)
+        h = wait_new_version(backend, pid, None, timeout=1800)
+        log(f"pool {n}: first head round served: {h['model_version']} ({h.get('labels')} labels)")
+
+        measured = []
+        for k in range(rounds):
+            before = metric_sums(backend)
+            old = project_health(backend, pid).get("model_version")
+            tid = next_task(c, pid)["id"]
+            t0 = time.perf_counter()
+            annotate(c, tid, label_of[tid])
+            h = wait_new_version(backend, pid, old, timeout=1800, idle=False)
+            live = time.perf_counter() - t0
+            h = wait_new_version(backend, pid, old, timeout=1800)
+            total = time.perf_counter() - t0
+            after = metric_sums(backend)
+            phases = {p: round(after.get(p, 0) - before.get(p, 0), 3) for p in PHASES}
+            pushed = after["predictions_pushed"] - before["predictions_pushed"]
+            measured.append({"seconds": round(total, 3), "queue_live_seconds": round(live, 3), "phases": phases,
+                             "pushed": pushed})
+            log(f"pool {n}: round {k + 1}/{rounds}: annotation -> queue live {live:.2f}s, job done {total:.2f}s, "
+                f"phases {phases}, "
+                f"{pushed:.0f} predictions")
+        res["rounds"] = measured
+        res["round_seconds_median"] = float(np.median([m["seconds"] for m in measured]))
+        res["queue_live_seconds_median"] = float(np.median([m["queue_live_seconds"] for m in measured]))
+        res["phase_seconds_median"] = {p: float(np.median([m["phases"][p] for m in measured])) for p in PHASES}
+        push_s = sum(m["phases"]["push"] for m in measured)
+        res["push_per_second"] = round(sum(m["pushed"] for m in measured) / push_s, 1) if push_s else None
+
+        if latency:
+            # Latencies while a training job runs: force a round and hammer the routes until it ends.
+            old = project_health(backend, pid).get("model_version")
+            hammer = Hammer(backend, pid, label_of, text_of, config)
+            r = httpx.post(backend.url + "/webhook", auth=AUTH, json={"action": "START_TRAINING", "project": {"id": pid}})
+            assert r.status_code == 201, r.text
+            hammer.start()
+            wait_new_version(backend, pid, old, timeout=1800, idle=False)
+            hammer.stop_flag.set()
+            hammer.join(120)
+            # the hammer's own webhook events queued follow-up rounds: let them finish before the next pool
+            while project_health(backend, pid).get("state") != "idle" or project_health(backend, pid).get("job", {}).get("pending"):
+                time.sleep(0.5)
+            res["latency_during_training_ms"] = {k: percentiles(v) for k, v in hammer.lat.items()}
+            res["latency_errors"] = hammer.errors[:5]
+            log(f"pool {n}: latencies during training (ms): {res['latency_during_training_ms']}")
+            if hammer.errors:
+                log(f"pool {n}: {len(hammer.errors)} request errors, first: {hammer.errors[0]}")
+        res["memory"] = memory_mb(wpid)
+        traj_files = list((model_dir).rglob("trajectory*"))
+        res["trajectory_bytes"] = sum(f.stat().st_size for f in traj_files if f.is_file())
+        log(f"pool {n}: backend memory {res['memory']}")
+        c.close()
+    finally:
+        backend.stop()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pools", default="1000,10000", help="comma-separated pool sizes")
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per pool")
+    ap.add_argument("--no-latency", action="store_true", help="skip the latency-under-training measurement")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "service")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "service_cost.json")
+    args = ap.parse_args(argv)
+    pools = [int(p) for p in args.pools.split(",") if p.strip()]
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    ls = LabelStudioServer(args.work / "labelstudio", free_port())
+    log(f"starting Label Studio on {ls.url} (fresh data dir: migrations take ~40 s)")
+    ls.start()
+    results = {"machine": {"cpus": os.cpu_count()}, "pools": []}
+    try:
+        for n in pools:
+            results["pools"].append(measure_pool(ls, n, args.rounds, args.work, latency=not args.no_latency))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1))
+    finally:
+        ls.stop()
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

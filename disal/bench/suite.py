@@ -1,0 +1,110 @@
+"""python -m disal.bench.suite: the selection-quality benchmark over every dataset, strategy and peer.
+
+Runs the simulator (frozen encoder + linear head, cached features) once per dataset with one
+strategy list, then writes the report (tables, learning curves, paired tests) with
+`disal.bench.suite_report`. Two presets:
+
+- quick (`make bench`): 4 datasets, DISAL beside random, the strongest baselines and two peers,
+  3 seeds, shorter budgets. Minutes on a 2-core CPU once features are cached.
+- full (`make bench-full`): every DISAL ablation, every baseline of METHOD.md and every peer that
+  runs here, 5 seeds, budgets long enough for most strategies to reach 95% of full-data accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import load_dataset
+from .features import default_cache_dir
+from .simulator import SimulationConfig, simulate
+
+DATASETS = ("bbc", "r8", "digits", "mnist")
+
+#: DISAL's ablations (defaults in docs/method.md: sign=descent, direction=accumulated,
+#: dynamic=mean-prediction, lam=0.3); each changes one option.
+DISAL_ABLATIONS = (
+    "disal",
+    "static_influence",
+    "disal:direction=segment",
+    "disal:direction=remaining",
+    "disal:dynamic=none:lam=0",
+    "disal:dynamic=previous",
+    "disal:sign=ascent",
+)
+BASELINES = ("random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge")
+PEERS = ("smalltext:breaking_ties", "smalltext:prediction_entropy", "smalltext:least_confidence",
+         "smalltext:greedy_coreset", "smalltext:badge", "smalltext:egl", "smalltext:bald",
+         "baal:bald", "baal:batchbald", "baal:powerbald")
+
+
+@dataclass(frozen=True)
+class Preset:
+    strategies: tuple[str, ...]
+    seeds: int
+    text_rounds: int
+    image_rounds: int
+    initial: int = 20
+    batch: int = 20
+
+
+PRESETS = {
+    "quick": Preset(("disal", "static_influence", "random", "margin", "badge", "smalltext:breaking_ties",
+                     "baal:bald"), seeds=3, text_rounds=8, image_rounds=12),
+    "full": Preset(DISAL_ABLATIONS + BASELINES + PEERS, seeds=5, text_rounds=10, image_rounds=20),
+}
+
+
+def run_dataset(name: str, preset: Preset, out: Path, cache_dir: Path | None, max_candidates: int | None) -> Path:
+    """Simulate every strategy of the preset on one dataset; returns its output folder."""
+    ds = load_dataset(name).subsample(3000, 1000, seed=0)
+    image = getattr(ds, "modality", "text") == "image"
+    cfg = SimulationConfig(strategies=list(preset.strategies), seeds=preset.seeds, initial=preset.initial,
+                           batch=preset.batch, rounds=preset.image_rounds if image else preset.text_rounds,
+                           max_candidates=max_candidates)
+    n_train = len(ds.train_images) if image else len(ds.train_texts)
+    print(f"== {name}: {n_train} train items, {len(cfg.strategies)} strategies x {cfg.seeds} seeds x "
+          f"{cfg.rounds} rounds", flush=True)
+    simulate(ds, cfg, None, out / name, cache_dir=cache_dir)
+    return out / name
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m disal.bench.suite", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--out", type=Path, default=None, help="default bench/out/quality-<preset>")
+    ap.add_argument("--report", type=Path, default=None,
+                    help="markdown report to write (default <out>/benchmarks.md; make bench-full: docs/benchmarks.md)")
+    ap.add_argument("--figures", type=Path, default=None, help="folder for the PNGs (default: beside the report)")
+    ap.add_argument("--perf", type=Path, default=Path("bench/out/perf.json"),
+                    help="cost results merged into the report when present")
+    ap.add_argument("--max-candidates", type=int, default=None, help="score a seeded subset of each pool")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from existing results")
+    args = ap.parse_args(argv)
+    preset = PRESETS[args.preset]
+    out = args.out or Path(f"bench/out/quality-{args.preset}")
+    report = args.report or out / "benchmarks.md"
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    t0 = time.time()
+    if not args.report_only:
+        for name in datasets:
+            run_dataset(name, preset, out, default_cache_dir(), args.max_candidates)
+    (out / "suite.json").write_text(json.dumps({"preset": args.preset, "datasets": datasets,
+                                                "strategies": list(preset.strategies), "seeds": preset.seeds,
+                                                "wall_seconds": time.time() - t0}, indent=1))
+    from .suite_report import write_benchmarks
+
+    write_benchmarks([out / d for d in datasets], report, args.figures or report.parent, args.perf,
+                     command=f"python -m disal.bench.suite --preset {args.preset}")
+    print(f"wrote {report}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The benchmark report: learning-curve arithmetic, verdicts, the markdown and PNGs, perf.json's keys."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from disal.bench.cost_report import cost_section
+from disal.bench.suite_report import (HAND_END, HAND_START, analyse, labels_to_target, saved, verdict,
+                                      write_benchmarks)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import perf  # noqa: E402
+
+
+def test_labels_to_target_interpolates_between_budgets_and_says_never():
+    x, y = np.array([20, 40, 60]), np.array([0.5, 0.7, 0.9])
+    assert labels_to_target(x, y, 0.8) == pytest.approx(50.0)
+    assert labels_to_target(x, y, 0.4) == 20.0
+    assert labels_to_target(x, y, 0.95) is None
+
+
+def test_verdict_and_labels_saved():
+    assert verdict(0.01, 0.01) == "**wins**" and verdict(-0.01, 0.01) == "**loses**" and verdict(0.05, 0.2) == "ties"
+    assert saved(120.0, 80.0, 200) == "+40" and saved(60.0, 80.0, 200) == "-20"
+    assert saved(None, 80.0, 200).startswith("> 120")
+    assert "never" in saved(60.0, None, 200)
+
+
+def fake_rows(dataset: str) -> list[dict]:
+    """disal learns fastest, random slowest, margin in between; 3 seeds, budgets 20..80."""
+    rows = []
+    speed = {"disal": 0.15, "margin": 0.12, "random": 0.03}
+    noise = np.random.default_rng(0).normal(0, 0.004, size=(3, 3, 4))
+    for i, (s, v) in enumerate(speed.items()):
+        for seed in range(3):
+            for rnd in range(4):
+                acc = min(0.97, 0.5 + v * rnd + (noise[i, seed, rnd] if rnd else 0.0))
+                rows.append({"strategy": s, "seed": seed, "round": rnd, "n_labeled": 20 + 20 * rnd, "accuracy": acc,
+                             "macro_f1": acc, "dataset": dataset})
+    return rows
+
+
+def write_fake(folder: Path, dataset: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "results.jsonl").write_text("\n".join(json.dumps(r) for r in fake_rows(dataset)))
+    (folder / "meta.json").write_text(json.dumps({
+        "dataset": dataset, "modality": "text", "n_train": 100, "n_test": 50, "model": "enc", "image_size": None,
+        "full_data_accuracy": 0.9, "config": {"initial": 20, "batch": 20, "rounds": 3, "seeds": 3}}))
+
+
+def test_analyse_ranks_and_tests_every_strategy_against_disal(tmp_path):
+    write_fake(tmp_path / "d", "d")
+    rows = [json.loads(line) for line in (tmp_path / "d" / "results.jsonl").read_text().splitlines()]
+    a = analyse(rows, json.loads((tmp_path / "d" / "meta.json").read_text()))
+    assert a["names"][0] == "disal" and a["best_other"]["strategy"] == "margin"
+    assert a["target"] == pytest.approx(0.855)
+    assert a["subject"]["labels_to_target"] < a["best_other"]["labels_to_target"]
+    assert a["random"]["labels_to_target"] is None  # random never reaches 0.855 within 80 labels
+    diff, p = a["random"]["vs_subject"]
+    assert diff > 0 and p < 0.05
+
+
+def test_write_benchmarks_writes_tables_plots_and_keeps_hand_written_notes(tmp_path):
+    for d in ("alpha", "beta"):
+        write_fake(tmp_path / "q" / d, d)
+    report = tmp_path / "docs" / "benchmarks.md"
+    folders = [tmp_path / "q" / "alpha", tmp_path / "q" / "beta"]
+    write_benchmarks(folders, report, report.parent, None, command="python -m disal.bench.suite")
+    text = report.read_text()
+    assert "### alpha" in text and "### beta" in text and "| **disal** |" in text
+    assert "DISAL ranks 1 of 3" in text and "Beats (p < 0.05): margin, random" in text
+    for png in ("bench-curves-alpha.png", "bench-curves-beta.png", "bench-gain-over-random.png"):
+        assert (report.parent / png).stat().st_size > 5000
+    note = f"{HAND_START}\nDISAL wins here because of X.\n{HAND_END}"
+    report.write_text(text.replace(text[text.index(HAND_START): text.index(HAND_END) + len(HAND_END)], note))
+    write_benchmarks(folders, report, report.parent, None, command="python -m disal.bench.suite")
+    assert "DISAL wins here because of X." in report.read_text()
+
+
+def test_perf_json_headline_keys_come_from_the_detailed_results(tmp_path):
+    scoring = {"rows": [{"params": "head", "K": 5, "ratio": 1.02}, {"params": "all", "K": 5, "ratio": 14.0},
+                        {"params": "all", "K": 1, "ratio": 3.0}]}
+    lat = {"webhook": {"p99": 7.0}, "predict_1_new": {"p50": 50.0}}
+    service = {"pools": [{"pool": 10000, "queue_live_seconds_median": 20.0, "round_seconds_median": 30.0,
+                          "push_per_second": 400.0, "latency_during_training_ms": lat},
+                         {"pool": 1000, "queue_live_seconds_median": 3.0, "round_seconds_median": 4.0,
+                          "push_per_second": 450.0}]}
+    h = perf.headline(scoring, service)
+    assert h == {"scoring_ratio_head": 1.02, "scoring_ratio_all": 14.0, "webhook_ms_p99_during_training": 7.0,
+                 "predict_one_ms_p50": 50.0, "round_seconds_10k": 20.0, "round_done_seconds_10k": 30.0,
+                 "push_per_second": 400.0, "scoring_K": 5}
+    out = tmp_path / "bench" / "out"
+    out.mkdir(parents=True)
+    (out / "scoring.json").write_text(json.dumps({**scoring, "meta": {"model": "m"}, "trajectory_bytes": {
+        "head": {"K": 5, "bytes": 100, "bytes_per_K": 20}},
+        "rows": [{**r, "pool": 10, "plain_s": 1.0, "disal_s": r["ratio"], "disal_items_per_s": 3.0}
+                 for r in scoring["rows"]]}))
+    pool = {**service["pools"][0], "rounds": [{"pushed": 1000}], "phase_seconds_median": {"push": 2.5},
+            "memory": {"peak_rss_mb": 900}, "cold_start_seconds": 300, "cold_start_phases": {"encode": 250}}
+    lat_full = {k: {"n": 5, "p50": 1.0, "p99": 2.0, "max": 3.0} for k in ("webhook", "predict_1", "predict_1_new",
+                                                                         "predict_100")}
+    pool["latency_during_training_ms"] = lat_full
+    (out / "service.json").write_text(json.dumps({"pools": [pool]}))
+    (out / "perf.json").write_text(json.dumps({**h, "preset": "quick", "details": {
+        "scoring": "bench/out/scoring.json", "service": "bench/out/service.json"}}))
+    text = "\n".join(cost_section(out / "perf.json"))
+    assert "| all | 5 | 10 |" in text and "**14.00**" in text
+    assert "| 10,000 | 300 (250) | 20.0 | 30.0 |" in text
+    assert "/predict, 1 task never scored" in text
