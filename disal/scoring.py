@@ -63,24 +63,30 @@ def head_scoring_inputs(
 def jvp_scoring_inputs(adapter, ids: Sequence, texts: Sequence[str], trajectory: Trajectory,
                        labeled_features: np.ndarray | None = None, strategy: Strategy | None = None,
                        batch_size: int | None = None) -> ScoringInputs:
-    """ScoringInputs for a fine-tuned HF adapter: logits and tangents by torch.func.jvp per batch."""
-    from .training.jvp import logit_tangents_jvp
+    """ScoringInputs for a fine-tuned HF adapter: logits and tangents by torch.func.jvp per batch.
+
+    Texts are batched shortest first (adapter.batches: little padding) and every array is written
+    back in input order. The features are the last checkpoint's, taken from the same pass (no
+    separate encode), and the direction norms are computed once for the whole pool.
+    """
+    from .training.jvp import direction_norms, logit_tangents_jvp
 
     directions = _directions_for(strategy) or ("accumulated",)
-    bs = batch_size or adapter.batch_size
     adapter.load_checkpoint(trajectory, -1)
-    logits, tangents, norms = [], {d: [] for d in directions}, None
-    for s in range(0, len(texts), bs):
-        batch = adapter.tokenize(texts[s : s + bs])
-        z, t, norms = logit_tangents_jvp(adapter.model, trajectory, batch, directions)
-        logits.append(z)
+    k1, n, c = len(trajectory.checkpoints), len(texts), adapter.num_labels
+    norms = direction_norms(trajectory, directions)
+    traj_logits = np.zeros((k1, n, c))
+    tangents = {d: np.zeros((k1, n, c)) for d in directions}
+    feats = np.zeros((n, adapter.dim), dtype=np.float32)
+    for idx, batch in adapter.batches(texts, batch_size):
+        z, t, _, h = logit_tangents_jvp(adapter.model, trajectory, batch, directions, norms=norms,
+                                        return_features=True)
+        traj_logits[:, idx] = z
         for d in directions:
-            tangents[d].append(t[d])
-    traj_logits = np.concatenate(logits, axis=1)
-    feats = adapter.encode(texts)
+            tangents[d][:, idx] = t[d]
+        feats[idx] = h
     return ScoringInputs(
         ids=np.asarray(ids), probs=probabilities(traj_logits[-1], adapter.multi_label), features=feats,
-        labeled_features=labeled_features, traj_logits=traj_logits,
-        traj_tangents={d: np.concatenate(v, axis=1) for d, v in tangents.items()}, traj_dir_norms=norms,
-        traj_lrs=np.asarray(trajectory.lrs), multi_label=adapter.multi_label,
+        labeled_features=labeled_features, traj_logits=traj_logits, traj_tangents=tangents,
+        traj_dir_norms=norms, traj_lrs=np.asarray(trajectory.lrs), multi_label=adapter.multi_label,
     )

@@ -60,8 +60,12 @@ class TextClassifier(nn.Module):
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw) -> torch.Tensor:
-        return self.classifier(self.features(input_ids, attention_mask, **kw))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_features: bool = False,
+                **kw) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits; with `with_features`, (logits, h) from the same pass (the JVP path reuses h)."""
+        h = self.features(input_ids, attention_mask, **kw)
+        z = self.classifier(h)
+        return (z, h) if with_features else z
 
 
 class HFTextAdapter:
@@ -95,12 +99,33 @@ class HFTextAdapter:
                              return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
-    def _batches(self, texts: Sequence[str]):
-        # Sort by length so padding is minimal; results are put back in input order.
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        for s in range(0, len(texts), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            yield idx, self.tokenize([texts[i] for i in idx])
+    def batches(self, texts: Sequence[str], batch_size: int | None = None):
+        """Yield (idx, batch) over `texts`, shortest first, so each batch pads to almost no waste.
+
+        The whole list is tokenized once (no padding) and sorted by TOKEN count, then each batch is
+        padded to its own longest item. `idx` are positions in `texts`: callers write results to
+        `out[idx]`, which puts them back in input order.
+        """
+        bs = batch_size or self.batch_size
+        if len(texts) == 0:
+            return
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
+                             add_special_tokens=True)["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(lengths, kind="stable")
+        pad_id = self.tokenizer.pad_token_id or 0
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for s in range(0, len(texts), bs):
+            idx = order[s : s + bs]
+            width = int(lengths[idx].max())
+            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                n = int(lengths[i])
+                cols = slice(width - n, width) if left else slice(0, n)
+                input_ids[row, cols] = torch.as_tensor(ids[i], dtype=torch.long)
+                mask[row, cols] = 1
+            yield idx, {"input_ids": input_ids, "attention_mask": mask}
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
@@ -108,7 +133,7 @@ class HFTextAdapter:
         self.model.eval()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         done = 0
-        for idx, batch in self._batches(texts):
+        for idx, batch in self.batches(texts):
             out[idx] = self.model.features(**batch).numpy()
             done += len(idx)
             if progress:
@@ -119,7 +144,7 @@ class HFTextAdapter:
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         self.model.eval()
         out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
-        for idx, batch in self._batches(texts):
+        for idx, batch in self.batches(texts):
             out[idx] = self.model(**batch).numpy()
         return out
 

@@ -189,3 +189,132 @@ def test_jvp_head_only_equals_closed_form(tiny_model_dir):
     np.testing.assert_allclose(z, lz, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(disal_scores(z, t["segment"], nrm["segment"], opts),
                                disal_scores(lz, lt, ln, opts), rtol=1e-5, atol=1e-6)
+
+
+def _random_trajectory(ad, params: str, k: int, seed: int, scale: float = 0.02) -> Trajectory:
+    names = ad.param_names(params)
+    current = dict(ad.model.named_parameters())
+    g = torch.Generator().manual_seed(seed)
+    cps = [{n: current[n].detach().clone() for n in names}]
+    for _ in range(k):
+        cps.append({n: t + scale * torch.randn(t.shape, generator=g, dtype=t.dtype) for n, t in cps[-1].items()})
+    return Trajectory(names, cps, list(range(k + 1)), [0.0] + [1.0] * k)
+
+
+TEXTS = ["the football match was good", "bank profit and market shares rose again this year", "new phone",
+         "music award for the film star", "election vote minister party", "software"]
+
+
+@pytest.mark.parametrize("params", ["last-1", "last-2"])
+def test_jvp_last_n_cached_prefix_equals_full_jvp(tiny_model_dir, params):
+    """last-N: frozen lower blocks run once per batch and are fed to the top blocks; same numbers as the full jvp."""
+    from disal.training.adapter import HFTextAdapter
+    from disal.training.jvp import block_input, frozen_prefix, logit_tangents_jvp
+
+    ad = HFTextAdapter(str(tiny_model_dir), num_labels=3, max_length=16)
+    ad.model.double()
+    traj = _random_trajectory(ad, params, 3, seed=11)
+    batch = ad.tokenize(TEXTS)  # padded: the mask matters in the cached blocks too
+    dirs = ["accumulated", "segment", "remaining"]
+    prefix = frozen_prefix(ad.model, traj.param_names)
+    if params == "last-2":  # the tiny BERT has 2 blocks: last-2 = every block, nothing below to cache
+        assert prefix is None
+    else:
+        assert prefix is not None and prefix[1] == 1 and block_input(ad.model, *prefix, batch) is not None
+    z1, t1, n1, h1 = logit_tangents_jvp(ad.model, traj, batch, dirs, cache_frozen=True, return_features=True)
+    z0, t0, n0, h0 = logit_tangents_jvp(ad.model, traj, batch, dirs, cache_frozen=False, return_features=True)
+    np.testing.assert_allclose(z1, z0, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(h1, h0, rtol=1e-6, atol=1e-6)
+    for d in dirs:
+        np.testing.assert_allclose(t1[d], t0[d], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(n1[d], n0[d])
+    assert np.abs(t0["accumulated"]).max() > 1e-4
+    # the model is restored: its blocks are the real ones again and a plain forward is unchanged
+    assert all(type(b).__name__ != "_Skip" for b in ad.model.encoder.encoder.layer)
+    ad.load_checkpoint(traj, -1)
+    with torch.no_grad():
+        np.testing.assert_allclose(ad.model(**batch).numpy(), z0[-1], rtol=1e-6, atol=1e-8)
+
+
+def test_jvp_cached_prefix_on_a_deeper_model(tmp_path):
+    """4 blocks, last-2: blocks 0-1 cached, and the DISAL scores equal per-sample autograd (not just the full jvp)."""
+    import importlib.util
+    from pathlib import Path
+
+    from disal.training.adapter import HFTextAdapter
+    from disal.training.jvp import frozen_prefix, logit_tangents_jvp
+
+    spec = importlib.util.spec_from_file_location("tests_root_conftest", Path(__file__).parents[1] / "conftest.py")
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    build_tiny_bert = root.build_tiny_bert
+
+    ad = HFTextAdapter(str(build_tiny_bert(tmp_path / "bert4", seed=3, layers=4)), num_labels=3, max_length=16)
+    ad.model.double()
+    traj = _random_trajectory(ad, "last-2", 2, seed=12)
+    assert frozen_prefix(ad.model, traj.param_names)[1] == 2
+    batch = ad.tokenize(TEXTS)
+    opts = DisalOptions(direction="accumulated", dynamic="mean-prediction", lam=0.5, sign="descent")
+    z, t, nrm = logit_tangents_jvp(ad.model, traj, batch, ["accumulated"])
+    fast = disal_scores(z, t["accumulated"], nrm["accumulated"], opts)
+    z0, t0, _ = logit_tangents_jvp(ad.model, traj, batch, ["accumulated"], cache_frozen=False)
+    np.testing.assert_allclose(t["accumulated"], t0["accumulated"], rtol=1e-6, atol=1e-8)
+
+    params = dict(ad.model.named_parameters())
+    names = traj.param_names
+    ad.model.eval()
+    probs = torch.softmax(torch.as_tensor(z), -1)
+    slow = np.zeros(len(TEXTS))
+    for k in (1, 2):
+        d = traj.direction("accumulated", k)
+        norm = torch.sqrt(sum((v**2).sum() for v in d.values()))
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(traj.checkpoints[k][n])
+        q = probs[1 : k + 1].mean(0)
+        for i in range(len(TEXTS)):
+            one = {key: v[i : i + 1] for key, v in batch.items()}
+            zi = ad.model(**one)[0]
+            y = torch.nn.functional.one_hot(probs[k][i].argmax(), 3).double()
+            grads = torch.autograd.grad(per_sample_loss(zi, y, q[i], 0.5, False), [params[n] for n in names])
+            slow[i] += -float(sum((gr * d[n]).sum() for gr, n in zip(grads, names)) / norm)
+    np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-8)
+    assert np.abs(slow).max() > 1e-4
+
+
+def test_batches_sort_by_length_and_results_come_back_in_input_order(tiny_model_dir):
+    """adapter.batches sorts by token count; encode, logits and jvp_scoring_inputs return rows in INPUT order."""
+    from disal.scoring import jvp_scoring_inputs
+    from disal.strategies.influence import DISAL
+    from disal.training.adapter import HFTextAdapter
+
+    ad = HFTextAdapter(str(tiny_model_dir), num_labels=3, max_length=16, batch_size=2)
+    ad.model.double()
+    texts = ["a b c d e f g h i j k l m n o p q r", "the", "bank profit market", "one two", "sports",
+             "film music award star phone software internet", "the team"]
+    seen, widths = [], []
+    for idx, batch in ad.batches(texts):
+        seen.extend(int(i) for i in idx)
+        widths.append(batch["input_ids"].shape[1])
+        # each row equals the text tokenized on its own, then right-padded
+        for row, i in enumerate(idx):
+            alone = ad.tokenize([texts[i]])["input_ids"][0]
+            assert batch["input_ids"][row, : len(alone)].tolist() == alone.tolist()
+            assert int(batch["attention_mask"][row].sum()) == len(alone)
+    assert sorted(seen) == list(range(len(texts))) and widths == sorted(widths)
+    # one text at a time (no padding, no sorting) is the reference for each row
+    one_by_one = np.concatenate([ad.encode([t]) for t in texts])
+    np.testing.assert_allclose(ad.encode(texts), one_by_one, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ad.logits(texts), np.concatenate([ad.logits([t]) for t in texts]), rtol=1e-6, atol=1e-6)
+    traj = _random_trajectory(ad, "all", 2, seed=5)
+    ids = np.arange(100, 100 + len(texts))
+    inp = jvp_scoring_inputs(ad, ids, texts, traj, strategy=DISAL())
+    assert inp.ids.tolist() == ids.tolist()
+    for i, t in enumerate(texts):
+        alone = jvp_scoring_inputs(ad, ids[i : i + 1], [t], traj, strategy=DISAL())
+        np.testing.assert_allclose(inp.traj_logits[:, i], alone.traj_logits[:, 0], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(inp.traj_tangents["accumulated"][:, i], alone.traj_tangents["accumulated"][:, 0],
+                                   rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(inp.features[i], alone.features[0], rtol=1e-5, atol=1e-6)
+    # the features are the last checkpoint's encode, as before the shortcut
+    np.testing.assert_allclose(inp.features, ad.encode(texts), rtol=1e-5, atol=1e-6)
