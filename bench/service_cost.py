@@ -184,12 +184,18 @@ class Hammer(threading.Thread):
 
 
 def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency: bool,
-                 backend_env: dict | None = None) -> dict:
-    """Every measurement for one pool size, with a fresh backend (`backend_env` adds settings)."""
+                 backend_env: dict | None = None, feature_cache: Path | None = None) -> dict:
+    """Every measurement for one pool size, with a fresh backend (`backend_env` adds settings).
+
+    `feature_cache`: a backend `features/` folder from an earlier run on the same tasks, copied in
+    to skip the cold start's encoding (the measured rounds encode nothing either way).
+    """
     texts, labels, classes = pool_texts(n)
     config = label_config(classes)
     model_dir = work / f"model-{n}"
     shutil.rmtree(model_dir, ignore_errors=True)
+    if feature_cache:
+        shutil.copytree(feature_cache, model_dir / "features")
     backend = BackendServer(model_dir, free_port(), ls, log=work / f"backend-{n}.log",
                             extra_env={"BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1],
                                        "LOG_LEVEL": "INFO", "USE_UNCERTAINTY_SAMPLING": "true",
@@ -303,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pools", default="1000,10000", help="comma-separated pool sizes")
     ap.add_argument("--rounds", type=int, default=3, help="measured rounds per pool")
     ap.add_argument("--no-latency", action="store_true", help="skip the latency-under-training measurement")
+    ap.add_argument("--feature-cache", type=Path, default=None,
+                    help="copy this backend features/ folder in (same tasks, same Label Studio ids) to skip encoding")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "service")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "service_cost.json")
     args = ap.parse_args(argv)
@@ -315,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"machine": {"cpus": os.cpu_count()}, "pools": []}
     try:
         for n in pools:
-            results["pools"].append(measure_pool(ls, n, args.rounds, args.work, latency=not args.no_latency))
+            results["pools"].append(measure_pool(ls, n, args.rounds, args.work, latency=not args.no_latency,
+                                                 feature_cache=args.feature_cache))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
     finally:

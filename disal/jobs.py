@@ -22,7 +22,7 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-STATES = ("idle", "queued", "training", "scoring", "pushing")
+STATES = ("idle", "queued", "training", "scoring", "pushing", "tidying")
 
 
 @dataclass

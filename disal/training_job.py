@@ -350,6 +350,7 @@ class TrainingJob:
         self.push(project_id, ctx, store, ls, version, pool_ids, probs_by_id)
         store.set_current(version)  # the queue is live in Label Studio: serve this version from now on
         store.record_scored(pool_ids, name, replace=True)
+        ctx.set_state("tidying", note="queue live; deleting older versions' predictions")
         warnings = self.tidy(project_id, store, ls, version)
         store.prune_versions()
         ctx.note(note)
