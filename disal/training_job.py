@@ -82,6 +82,9 @@ class Encoder:
         keyed = [i for i, tid in enumerate(task_ids) if tid is not None]
         found, missing_pos = self.cache.lookup([task_ids[i] for i in keyed], [hashes[i] for i in keyed])
         need = [keyed[p] for p in missing_pos] + [i for i, tid in enumerate(task_ids) if tid is None]
+        # Similar lengths in each chunk: the adapter pads a batch to its longest text, so sorting the
+        # whole pool first (not only within a chunk) cuts the padding; out[idx] keeps input order.
+        need.sort(key=lambda i: len(texts[i]))
         adapter = self.adapter
         out = np.zeros((len(texts), adapter.dim), dtype=np.float32)
         for i in keyed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,33 @@ def test_task_text_errors_name_the_task():
     with pytest.raises(TaskTextError, match="task 9: has no text field 'text'"):
         task_text({"id": 9, "data": {"title": "x"}}, SPEC, 100)
     assert task_text({"id": 9, "data": {"text": "abcdef"}}, SPEC, 3) == "abc"
+
+
+def test_encoder_sorts_the_pool_by_length_but_returns_features_in_task_order(tmp_path):
+    """Encoding shortest-first (less padding) must never misalign a feature with its task."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_labelstudio import HashingAdapter
+
+    from disal.config import Settings
+    from disal.training_job import Encoder
+
+    seen: list[list[str]] = []
+
+    class Recording(HashingAdapter):
+        def encode(self, texts, progress=None):
+            seen.append(list(texts))
+            return super().encode(texts, progress)
+
+    texts = ["a much longer text about football and goals", "short", "medium length politics text", "tiny x",
+             "the longest text of them all, about markets, shares, banks and the economy"]
+    ids = [50, 10, 40, 30, 20]
+    enc = Encoder(Settings(model_dir=tmp_path / "m", encode_batch_size=2), adapter_factory=Recording)
+    feats = enc.features(ids, texts)
+    expected = HashingAdapter().encode(texts)
+    np.testing.assert_allclose(feats, expected)
+    assert [len(t) for chunk in seen for t in chunk] == sorted(len(t) for t in texts)
+    # and the cache, keyed by task id, hands the same rows back in a different order
+    again = enc.features(ids[::-1], texts[::-1])
+    np.testing.assert_allclose(again, expected[::-1])
