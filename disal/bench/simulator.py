@@ -172,8 +172,19 @@ def make_encoder(ds, cfg: SimulationConfig, model: str | None, max_length: int =
     return HFTextAdapter(model, num_labels=len(ds.classes), max_length=max_length)
 
 
+def completed_runs(path: Path, rounds: int) -> list[dict]:
+    """The rows of every (strategy, seed) run in `path` that has all its rounds (resume after a stop)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["strategy"], r["seed"]), []).append(r)
+    return [r for g in groups.values() if len({r["round"] for r in g}) == rounds + 1 for r in g]
+
+
 def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length: int = 128,
-             cache_dir: Path | None = None, image_size: int | None = None) -> list[dict]:
+             cache_dir: Path | None = None, image_size: int | None = None, resume: bool = False) -> list[dict]:
     """Run every (strategy, seed) on a TextDataset or ImageDataset; write results.jsonl, summary.md and curves.png."""
     from .report import write_report
 
@@ -195,10 +206,19 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
     else:
         sim = FinetuneSimulation(adapter, ds, cfg)
         full_acc = None
-    rows: list[dict] = []
+    names = {make_bench_strategy(spec, **cfg.disal_options).name for spec in cfg.strategies}
+    rows = [r for r in completed_runs(out / "results.jsonl", cfg.rounds) if r["strategy"] in names] if resume else []
+    done = {(r["strategy"], r["seed"]) for r in rows}
+    if rows:
+        print(f"resuming: {len(done)} (strategy, seed) runs already complete in {out / 'results.jsonl'}", flush=True)
     with open(out / "results.jsonl", "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
         for spec in cfg.strategies:
+            name = make_bench_strategy(spec, **cfg.disal_options).name
             for seed in range(cfg.seeds):
+                if (name, seed) in done:
+                    continue
                 for row in sim.run(spec, seed):
                     row.update(dataset=ds.name, train_mode=cfg.train_mode, params=cfg.params)
                     rows.append(row)

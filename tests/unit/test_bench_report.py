@@ -112,3 +112,17 @@ def test_perf_json_headline_keys_come_from_the_detailed_results(tmp_path):
     assert "| all | 5 | 10 |" in text and "**14.00**" in text
     assert "| 10,000 | 300 (250) | 20.0 | 30.0 |" in text
     assert "/predict, 1 task never scored" in text
+
+
+def test_resume_keeps_only_complete_runs_and_batchbald_is_left_out_above_five_classes(tmp_path):
+    from disal.bench.simulator import completed_runs
+    from disal.bench.suite import PRESETS, strategies_for
+
+    rows = [{"strategy": "a", "seed": 0, "round": r} for r in range(3)] + [{"strategy": "a", "seed": 1, "round": 0}]
+    path = tmp_path / "results.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert completed_runs(path, rounds=2) == rows[:3]
+    assert completed_runs(tmp_path / "missing.jsonl", rounds=2) == []
+    full = PRESETS["full"]
+    assert "baal:batchbald" in strategies_for(full, 5) and "baal:batchbald" not in strategies_for(full, 10)
+    assert len(strategies_for(full, 10)) == len(full.strategies) - 1
