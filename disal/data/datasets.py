@@ -16,6 +16,13 @@ from typing import ClassVar
 import numpy as np
 
 
+def subsample_indices(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray | None:
+    """Sorted positions of a seeded random k-subset of n items, or None when k keeps them all."""
+    if not k or k >= n:
+        return None
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
 @dataclass
 class TextDataset:
     """A train/test split with integer labels indexing `classes`."""
@@ -33,10 +40,8 @@ class TextDataset:
         rng = np.random.default_rng(seed)
 
         def pick(texts, labels, k):
-            if not k or k >= len(texts):
-                return texts, labels
-            idx = np.sort(rng.choice(len(texts), size=k, replace=False))
-            return [texts[i] for i in idx], labels[idx]
+            idx = subsample_indices(len(texts), k, rng)
+            return (texts, labels) if idx is None else ([texts[i] for i in idx], labels[idx])
 
         tr = pick(self.train_texts, self.train_labels, max_train)
         te = pick(self.test_texts, self.test_labels, max_test)

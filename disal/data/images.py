@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .datasets import package_dir
+from .datasets import package_dir, subsample_indices
 
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -36,10 +36,8 @@ class ImageDataset:
         rng = np.random.default_rng(seed)
 
         def pick(images, labels, k):
-            if not k or k >= len(images):
-                return images, labels
-            idx = np.sort(rng.choice(len(images), size=k, replace=False))
-            return images[idx], labels[idx]
+            idx = subsample_indices(len(images), k, rng)
+            return (images, labels) if idx is None else (images[idx], labels[idx])
 
         tr = pick(self.train_images, self.train_labels, max_train)
         te = pick(self.test_images, self.test_labels, max_test)
