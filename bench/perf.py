@@ -57,12 +57,16 @@ def ratio_at(scoring: dict, params: str, k: int | None) -> float | None:
     return None
 
 
+def _round(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
 def headline(scoring: dict | None, service: dict | None) -> dict:
     out: dict = {}
     if scoring:
         k = scoring_k(scoring)
-        out["scoring_ratio_head"] = ratio_at(scoring, "head", k)
-        out["scoring_ratio_all"] = ratio_at(scoring, "all", k)
+        out["scoring_ratio_head"] = _round(ratio_at(scoring, "head", k), 4)
+        out["scoring_ratio_all"] = _round(ratio_at(scoring, "all", k), 2)
         out["scoring_K"] = k
     if service and service.get("pools"):
         pools = sorted(service["pools"], key=lambda p: p["pool"])

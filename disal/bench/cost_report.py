@@ -15,6 +15,13 @@ def _load(root: Path, rel: str | None) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _pool(info) -> str:
+    if not isinstance(info, dict):
+        return str(info)
+    return (f"{info.get('distinct')} distinct texts from {info.get('sources')}"
+            + (" (cycled to size)" if info.get("cycled") else ""))
+
+
 def scoring_lines(scoring: dict) -> list[str]:
     meta = scoring.get("meta", {})
     lines = ["### Scoring: DISAL over plain inference", "",
@@ -23,21 +30,22 @@ def scoring_lines(scoring: dict) -> list[str]:
              "over the head's K checkpoints. DISAL `all` = every encoder parameter fine-tuned: one "
              "forward-mode JVP through the whole encoder per checkpoint (`disal/training/jvp.py`). "
              f"Encoder `{meta.get('model')}`, max length {meta.get('max_length')}, {meta.get('threads')} torch "
-             f"threads. Pool: {meta.get('pool')}.", "",
+             f"threads. Pool: {_pool(meta.get('pool'))}.", "",
              "| params | K | pool | plain s | DISAL s | DISAL / plain | DISAL items/s |", "|---|---|---|---|---|---|---|"]
     for r in scoring.get("rows", []):
         lines.append(f"| {r['params']} | {r['K']} | {r['pool']} | {r['plain_s']:.1f} | {r['disal_s']:.1f} | "
                      f"**{r['ratio']:.2f}** | {r['disal_items_per_s']:.1f} |")
     for lin in scoring.get("linearity", []):
         lines.append("")
-        lines.append(f"Per-item cost of `{lin['params']}` (K={lin['K']}) is linear in the pool: "
-                     f"{lin['disal_s_per_item'][0]:.3f} s/item at {lin['pools'][0]} texts, "
+        lines.append(f"Per-item DISAL cost of `{lin['params']}` (K={lin['K']}) at two pool sizes (it should not grow "
+                     f"with the pool): {lin['disal_s_per_item'][0]:.3f} s/item at {lin['pools'][0]} texts, "
                      f"{lin['disal_s_per_item'][1]:.3f} at {lin['pools'][1]}.")
     tb = scoring.get("trajectory_bytes", {})
     if tb:
-        lines += ["", "| trajectory | K | bytes on disk | bytes per checkpoint |", "|---|---|---|---|"]
+        lines += ["", "| trajectory | K | bytes on disk (K+1 checkpoints) | bytes per stored checkpoint |",
+                  "|---|---|---|---|"]
         for p, t in tb.items():
-            lines.append(f"| {p} | {t['K']} | {t['bytes']:,} | {t['bytes_per_K']:,.0f} |")
+            lines.append(f"| {p} | {t['K']} | {t['bytes']:,} | {t['bytes_per_checkpoint']:,.0f} |")
     return lines + [""]
 
 

@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     from .suite_report import write_benchmarks
 
     write_benchmarks([out / d for d in datasets], report, args.figures or report.parent, args.perf,
-                     command=f"python -m disal.bench.suite --preset {args.preset}")
+                     command=f"python -m disal.bench.suite --preset {args.preset}"
+                             + (f" --report {args.report} --figures {args.figures}" if args.report else ""))
     print(f"wrote {report}", flush=True)
     return 0
 

@@ -97,7 +97,7 @@ def test_perf_json_headline_keys_come_from_the_detailed_results(tmp_path):
     out = tmp_path / "bench" / "out"
     out.mkdir(parents=True)
     (out / "scoring.json").write_text(json.dumps({**scoring, "meta": {"model": "m"}, "trajectory_bytes": {
-        "head": {"K": 5, "bytes": 100, "bytes_per_K": 20}},
+        "head": {"K": 5, "bytes": 100, "bytes_per_K": 20, "bytes_per_checkpoint": 17}},
         "rows": [{**r, "pool": 10, "plain_s": 1.0, "disal_s": r["ratio"], "disal_items_per_s": 3.0}
                  for r in scoring["rows"]]}))
     pool = {**service["pools"][0], "rounds": [{"pushed": 1000}], "phase_seconds_median": {"push": 2.5},
