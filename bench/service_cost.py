@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -314,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "service")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "service_cost.json")
     args = ap.parse_args(argv)
+    # `timeout` / kill send SIGTERM: exit through the finally blocks so Label Studio and the backend
+    # (own process groups) are stopped too, never left running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pools = [int(p) for p in args.pools.split(",") if p.strip()]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
