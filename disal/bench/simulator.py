@@ -206,8 +206,9 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
     else:
         sim = FinetuneSimulation(adapter, ds, cfg)
         full_acc = None
-    names = {make_bench_strategy(spec, **cfg.disal_options).name for spec in cfg.strategies}
-    rows = [r for r in completed_runs(out / "results.jsonl", cfg.rounds) if r["strategy"] in names] if resume else []
+    names = {spec: make_bench_strategy(spec, **cfg.disal_options).name for spec in cfg.strategies}
+    rows = ([r for r in completed_runs(out / "results.jsonl", cfg.rounds) if r["strategy"] in names.values()]
+            if resume else [])
     done = {(r["strategy"], r["seed"]) for r in rows}
     if rows:
         print(f"resuming: {len(done)} (strategy, seed) runs already complete in {out / 'results.jsonl'}", flush=True)
@@ -215,9 +216,8 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
         for row in rows:
             fh.write(json.dumps(row) + "\n")
         for spec in cfg.strategies:
-            name = make_bench_strategy(spec, **cfg.disal_options).name
             for seed in range(cfg.seeds):
-                if (name, seed) in done:
+                if (names[spec], seed) in done:
                     continue
                 for row in sim.run(spec, seed):
                     row.update(dataset=ds.name, train_mode=cfg.train_mode, params=cfg.params)
