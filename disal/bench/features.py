@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +42,20 @@ def features_key(adapter, items) -> str:
     return texts_key(adapter.model_id, adapter.max_length, items)
 
 
+def progress_printer(label: str, unit: str = "texts", every: float = 10.0) -> Callable[[int, int], None]:
+    """A progress(done, total) callback that prints a count and a rate at most every `every` seconds."""
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] > every or done == total:
+            last[0] = now
+            print(f"  {label}: {done}/{total} ({done / max(now - t0, 1e-9):.1f} {unit}/s)", flush=True)
+
+    return progress
+
+
 def cached_encode(adapter, texts: Sequence[str] | np.ndarray, cache_dir: Path | None, label: str = "texts") -> np.ndarray:
     """adapter.encode(texts), read from / written to `cache_dir` when given; `texts` may be an image array."""
     path = None
@@ -50,16 +64,7 @@ def cached_encode(adapter, texts: Sequence[str] | np.ndarray, cache_dir: Path | 
         path = Path(cache_dir) / "features" / f"{features_key(adapter, texts)}.npy"
         if path.exists():
             return np.load(path)
-    t0 = time.time()
-    last = [t0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.time()
-        if now - last[0] > 10 or done == total:
-            last[0] = now
-            print(f"  encoding {label}: {done}/{total} ({done / max(now - t0, 1e-9):.1f} {unit}/s)", flush=True)
-
-    feats = adapter.encode(texts, progress=progress)
+    feats = adapter.encode(texts, progress=progress_printer(f"encoding {label}", unit))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..trajectory import Trajectory, checkpoint_schedule
+from .features import progress_printer
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +86,6 @@ def trajectory_disk_bytes(traj: Trajectory) -> dict:
             "bytes_per_K": total / k, "params": sum(t.numel() for t in traj.checkpoints[0].values())}
 
 
-def _progress(label: str, every: float = 15.0):
-    t0, last = time.perf_counter(), [time.perf_counter()]
-
-    def cb(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - last[0] > every or done == total:
-            last[0] = now
-            say(f"  {label}: {done}/{total} ({done / max(now - t0, 1e-9):.1f} texts/s)")
-
-    return cb
-
-
 def head_cost(adapter, texts: Sequence[str], lab_texts: Sequence[str], lab_y: np.ndarray, ks: Sequence[int],
               batch: int = 20, seed: int = 0) -> dict:
     """params=head: one shared encode, then plain (head logits) vs DISAL (closed form + select) per K."""
@@ -106,7 +95,7 @@ def head_cost(adapter, texts: Sequence[str], lab_texts: Sequence[str], lab_y: np
 
     say(f"[head] encoding the pool of {len(texts)} texts once (frozen encoder)")
     t0 = time.perf_counter()
-    feats = adapter.encode(texts, progress=_progress("head encode"))
+    feats = adapter.encode(texts, progress=progress_printer("head encode", every=15))
     encode_s = time.perf_counter() - t0
     lab = adapter.encode(lab_texts)
     rows, trajs = [], {}
@@ -141,7 +130,7 @@ def finetune_trajectory(adapter, lab_texts, lab_y, params: str, steps: int, seed
     say(f"[{params}] fine-tuning on {len(lab_texts)} labeled texts for {total} steps")
     t0 = time.perf_counter()
     traj = adapter.finetune(lab_texts, lab_y, params=params, epochs=1, num_checkpoints=total, min_steps=total,
-                            seed=seed, progress=_progress(f"{params} fine-tune (steps)", every=30))
+                            seed=seed, progress=progress_printer(f"{params} fine-tune (steps)", every=30))
     say(f"[{params}] fine-tuned in {time.perf_counter() - t0:.1f}s: {traj.num_checkpoints} checkpoints, "
         f"{traj.nbytes / 1e6:.1f} MB in memory")
     return traj
