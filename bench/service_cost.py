@@ -49,14 +49,9 @@ def log(msg: str) -> None:
 
 def pool_texts(n: int) -> tuple[list[str], list[str], list[str]]:
     """n real texts with their source labels: R8 (train+test) then BBC, cycled if n > 9,899."""
-    from disal.data import load_dataset
+    from disal.data import text_pool
 
-    texts, labels = [], []
-    for name in ("r8", "bbc"):
-        ds = load_dataset(name)
-        for split_t, split_y in ((ds.train_texts, ds.train_labels), (ds.test_texts, ds.test_labels)):
-            texts += list(split_t)
-            labels += [f"{name}:{ds.classes[int(y)]}" for y in split_y]
+    texts, labels = text_pool(("r8", "bbc"))
     classes = sorted(set(labels))
     idx = [i % len(texts) for i in range(n)]
     return [texts[i] for i in idx], [labels[i] for i in idx], classes

@@ -41,10 +41,9 @@ def say(msg: str) -> None:
 
 def pool_texts(n: int, seed: int = 0) -> tuple[list[str], dict]:
     """n texts from R8 train+test and BBC train+test (shuffled with `seed`), cycled if n exceeds them."""
-    from ..data import load_dataset
+    from ..data import text_pool
 
-    r8, bbc = load_dataset("r8"), load_dataset("bbc")
-    src = list(r8.train_texts) + list(r8.test_texts) + list(bbc.train_texts) + list(bbc.test_texts)
+    src, _ = text_pool(("r8", "bbc"))
     perm = np.random.default_rng(seed).permutation(len(src))
     texts = [src[perm[i % len(src)]] for i in range(n)]
     return texts, {"sources": "r8 train+test, bbc train+test", "distinct": min(n, len(src)),
