@@ -90,7 +90,22 @@ def _spawn(cmd: list[str], env: dict, cwd: Path, log: Path, health_url: str, tim
         raise
 
 
-class LabelStudioServer:
+class _Service:
+    """A local process started by `start()` (in subclasses): stopped by `stop()` or leaving a `with`."""
+
+    proc: subprocess.Popen | None
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LabelStudioServer(_Service):
     """A headless Label Studio with a known account and legacy API token."""
 
     def __init__(self, data_dir: Path, port: int = 8080, username: str = "admin@example.com",
@@ -129,17 +144,8 @@ class LabelStudioServer:
     def client(self, timeout: float = 120.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Token {self.token}"}, timeout=timeout)
 
-    def stop(self) -> None:
-        _stop(self.proc)
 
-    def __enter__(self) -> "LabelStudioServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-class BackendServer:
+class BackendServer(_Service):
     """The backend under gunicorn, exactly as `make serve` runs it (one worker, threads)."""
 
     def __init__(self, model_dir: Path, port: int = 9090, label_studio: LabelStudioServer | None = None,
@@ -171,12 +177,3 @@ class BackendServer:
              "--timeout", "120", "--graceful-timeout", "10", "_wsgi:app"],
             self.env(), ROOT, self.log, self.url + "/health", timeout, auth=self.auth())
         return self
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-    def __enter__(self) -> "BackendServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
