@@ -20,7 +20,21 @@ def fake(request) -> FakeLabelStudio:
 
 
 @pytest.fixture
-def backend(tmp_path, fake):
-    client, model, _ = make_backend(tmp_path, fake)
-    yield client, model
-    model.close()
+def backend_with(tmp_path, fake):
+    """make(ls=None, **settings) -> (client, model): a backend with other settings (on `ls`, default
+    the `fake` project), closed after the test."""
+    made = []
+
+    def make(ls: FakeLabelStudio | None = None, **settings):
+        client, model, _ = make_backend(tmp_path, ls or fake, **settings)
+        made.append(model)
+        return client, model
+
+    yield make
+    for model in made:
+        model.close()
+
+
+@pytest.fixture
+def backend(backend_with):
+    return backend_with()

@@ -207,29 +207,26 @@ def test_unknown_route_and_method_are_json_4xx(backend):
 
 
 # -- basic auth --------------------------------------------------------------------------------
-def test_basic_auth_protects_every_route_and_patches_the_webhook(tmp_path, fake):
-    client, model, _ = make_backend(tmp_path, fake, basic_auth_user="u", basic_auth_pass="p")
-    try:
-        for method, path in [("get", "/health"), ("post", "/setup"), ("post", "/predict"), ("post", "/webhook"),
-                             ("get", "/versions"), ("get", "/metrics")]:
-            r = getattr(client, method)(path, json={})
-            assert r.status_code == 401, path
-            assert r.headers["WWW-Authenticate"].startswith("Basic")
-        assert client.get("/health", headers=auth_header("u", "wrong")).status_code == 401
-        assert client.get("/health", headers=auth_header()).status_code == 200
-        r = client.post("/setup", json=setup_payload(fake), headers=auth_header(), base_url=BACKEND_URL)
-        assert r.status_code == 200
-        assert model.jobs.wait_idle(1, 30)
-        assert fake.webhooks[0]["headers"]["Authorization"] == auth_header()["Authorization"]
-        # Label Studio repeats /setup on every look at the ML backend: no job once all is in place
-        jobs_run = model.jobs.status(1)["jobs_run"]
-        for _ in range(5):
-            assert client.post("/setup", json=setup_payload(fake), headers=auth_header(),
-                               base_url=BACKEND_URL).status_code == 200
-        assert model.jobs.wait_idle(1, 30)
-        assert model.jobs.status(1)["jobs_run"] == jobs_run
-    finally:
-        model.close()
+def test_basic_auth_protects_every_route_and_patches_the_webhook(backend_with, fake):
+    client, model = backend_with(basic_auth_user="u", basic_auth_pass="p")
+    for method, path in [("get", "/health"), ("post", "/setup"), ("post", "/predict"), ("post", "/webhook"),
+                         ("get", "/versions"), ("get", "/metrics")]:
+        r = getattr(client, method)(path, json={})
+        assert r.status_code == 401, path
+        assert r.headers["WWW-Authenticate"].startswith("Basic")
+    assert client.get("/health", headers=auth_header("u", "wrong")).status_code == 401
+    assert client.get("/health", headers=auth_header()).status_code == 200
+    r = client.post("/setup", json=setup_payload(fake), headers=auth_header(), base_url=BACKEND_URL)
+    assert r.status_code == 200
+    assert model.jobs.wait_idle(1, 30)
+    assert fake.webhooks[0]["headers"]["Authorization"] == auth_header()["Authorization"]
+    # Label Studio repeats /setup on every look at the ML backend: no job once all is in place
+    jobs_run = model.jobs.status(1)["jobs_run"]
+    for _ in range(5):
+        assert client.post("/setup", json=setup_payload(fake), headers=auth_header(),
+                           base_url=BACKEND_URL).status_code == 200
+    assert model.jobs.wait_idle(1, 30)
+    assert model.jobs.status(1)["jobs_run"] == jobs_run
 
 
 def test_tokens_never_reach_a_log_line(tmp_path, fake, caplog):

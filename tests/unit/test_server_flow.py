@@ -61,27 +61,24 @@ def test_annotations_train_a_head_and_push_a_full_queue(backend, fake):
     assert v3.labels[1]["round"] == 2 and v3.labels[10]["round"] == 3
 
 
-def test_a_pool_bigger_than_push_top_k_pushes_the_head_of_the_queue_only(tmp_path, fake):
+def test_a_pool_bigger_than_push_top_k_pushes_the_head_of_the_queue_only(backend_with, fake):
     """PUSH_TOP_K caps Label Studio's per-round work: the K first tasks of the queue get predictions
     (the same K a full push would rank first), every task is still scored and placed in the version."""
-    client, model, _ = make_backend(tmp_path, fake, push_top_k=7)
-    try:
-        connect(client, model, fake)
-        annotate_and_notify(client, model, fake, list(range(1, 10)))
-        version = fake.project["model_version"]
-        v = model.store(1).current()
-        assert v.name == version and len(v.priority) == len(unlabeled_ids(fake)) == N_TASKS - 9
-        preds = fake.predictions_of(version)
-        head = sorted(v.priority, key=lambda t: v.priority[t])[:7]
-        assert sorted(preds) == sorted(head)
-        assert {t: p["score"] for t, p in preds.items()} == pytest.approx({t: v.priority[t] for t in head})
-        # /predict still answers for a scored task that got no prediction in Label Studio
-        tail = sorted(v.priority, key=lambda t: v.priority[t])[-1]
-        r = client.post("/predict", json={"tasks": [{"id": tail, "project": 1, "data": fake.tasks[tail]["data"]}],
-                                          "project": "1.0"})
-        assert r.status_code == 200 and r.get_json()["results"][0]["score"] == pytest.approx(v.priority[tail])
-    finally:
-        model.close()
+    client, model = backend_with(push_top_k=7)
+    connect(client, model, fake)
+    annotate_and_notify(client, model, fake, list(range(1, 10)))
+    version = fake.project["model_version"]
+    v = model.store(1).current()
+    assert v.name == version and len(v.priority) == len(unlabeled_ids(fake)) == N_TASKS - 9
+    preds = fake.predictions_of(version)
+    head = sorted(v.priority, key=lambda t: v.priority[t])[:7]
+    assert sorted(preds) == sorted(head)
+    assert {t: p["score"] for t, p in preds.items()} == pytest.approx({t: v.priority[t] for t in head})
+    # /predict still answers for a scored task that got no prediction in Label Studio
+    tail = sorted(v.priority, key=lambda t: v.priority[t])[-1]
+    r = client.post("/predict", json={"tasks": [{"id": tail, "project": 1, "data": fake.tasks[tail]["data"]}],
+                                      "project": "1.0"})
+    assert r.status_code == 200 and r.get_json()["results"][0]["score"] == pytest.approx(v.priority[tail])
 
 
 def test_skipped_empty_and_unknown_labels_are_not_trained_on(backend, fake):
@@ -169,21 +166,18 @@ def test_annotations_deleted_retrains_without_the_deleted_label(backend, fake):
     assert 7 not in v.labels and 7 in v.priority
 
 
-def test_min_annotations_to_train_waits_for_enough_new_labels(tmp_path, fake):
-    client, model, _ = make_backend(tmp_path, fake, min_annotations_to_train=3)
-    try:
-        connect(client, model, fake)
-        annotate_and_notify(client, model, fake, [1, 2, 3])
-        v = fake.project["model_version"]
-        annotate_and_notify(client, model, fake, [4])
-        assert fake.project["model_version"] == v
-        health = client.get("/health").get_json()["projects"]["1"]
-        assert health["job"]["last_job"]["outcome"] == "waiting for annotations"
-        assert "MIN_ANNOTATIONS_TO_TRAIN" in health["job"]["note"]
-        annotate_and_notify(client, model, fake, [5, 6])
-        assert fake.project["model_version"] != v
-    finally:
-        model.close()
+def test_min_annotations_to_train_waits_for_enough_new_labels(backend_with, fake):
+    client, model = backend_with(min_annotations_to_train=3)
+    connect(client, model, fake)
+    annotate_and_notify(client, model, fake, [1, 2, 3])
+    v = fake.project["model_version"]
+    annotate_and_notify(client, model, fake, [4])
+    assert fake.project["model_version"] == v
+    health = client.get("/health").get_json()["projects"]["1"]
+    assert health["job"]["last_job"]["outcome"] == "waiting for annotations"
+    assert "MIN_ANNOTATIONS_TO_TRAIN" in health["job"]["note"]
+    annotate_and_notify(client, model, fake, [5, 6])
+    assert fake.project["model_version"] != v
 
 
 def test_label_studio_down_fails_the_job_and_the_previous_version_keeps_serving(backend, fake):
@@ -248,24 +242,21 @@ def test_uncertainty_sampling_from_extra_params(backend, fake):
     assert fake.project["sampling"] == "Uncertainty sampling"
 
 
-def test_multi_label_projects_train_sigmoid_heads(tmp_path):
+def test_multi_label_projects_train_sigmoid_heads(backend_with):
     fake = FakeLabelStudio(choices_config(LABELS, multiple=True))
     fake.add_tasks([t for t, _ in topic_texts(30)])
-    client, model, _ = make_backend(tmp_path, fake)
-    try:
-        connect(client, model, fake)
-        fake.annotate(1, ["sport", "tech"])
-        fake.annotate(2, ["business"])
-        fake.annotate(3, ["tech"])
-        client.post("/webhook", json=annotation_event(fake, 3))
-        assert model.jobs.wait_idle(1, 30)
-        v = model.store(1).current()
-        assert v.kind == "head" and v.spec.multi_label and v.trajectory.meta["multi_label"] is True
-        r = client.post("/predict", json={"tasks": [fake.tasks[10]], "project": "1.1"})
-        res = r.get_json()["results"][0]["result"][0]
-        assert set(res["value"]["choices"]) <= set(LABELS) and len(res["value"]["choices"]) >= 1
-    finally:
-        model.close()
+    client, model = backend_with(ls=fake)
+    connect(client, model, fake)
+    fake.annotate(1, ["sport", "tech"])
+    fake.annotate(2, ["business"])
+    fake.annotate(3, ["tech"])
+    client.post("/webhook", json=annotation_event(fake, 3))
+    assert model.jobs.wait_idle(1, 30)
+    v = model.store(1).current()
+    assert v.kind == "head" and v.spec.multi_label and v.trajectory.meta["multi_label"] is True
+    r = client.post("/predict", json={"tasks": [fake.tasks[10]], "project": "1.1"})
+    res = r.get_json()["results"][0]["result"][0]
+    assert set(res["value"]["choices"]) <= set(LABELS) and len(res["value"]["choices"]) >= 1
 
 
 def test_queue_is_never_silently_random(backend, fake):
@@ -295,25 +286,19 @@ def test_cleanup_failures_are_warnings_and_the_new_queue_still_serves(backend, f
     assert 'disal_errors_total{where="tidy"} 1.0' in client.get("/metrics").get_data(as_text=True)
 
 
-def test_without_env_credentials_the_setup_hostname_and_token_are_used(tmp_path, fake):
-    client, model, _ = make_backend(tmp_path, fake, label_studio_url=None, label_studio_api_key=None)
-    try:
-        connect(client, model, fake)  # setup_payload carries hostname + access_token
-        assert fake.project["model_version"].startswith("disal-0001-coldstart-")
-    finally:
-        model.close()
+def test_without_env_credentials_the_setup_hostname_and_token_are_used(backend_with, fake):
+    client, model = backend_with(label_studio_url=None, label_studio_api_key=None)
+    connect(client, model, fake)  # setup_payload carries hostname + access_token
+    assert fake.project["model_version"].startswith("disal-0001-coldstart-")
 
 
-def test_no_credentials_at_all_is_a_clear_job_error(tmp_path, fake):
-    client, model, _ = make_backend(tmp_path, fake, label_studio_url=None, label_studio_api_key=None)
-    try:
-        r = client.post("/setup", json=setup_payload(fake, access_token=None))
-        assert r.status_code == 200
-        assert model.jobs.wait_idle(1, 30)
-        err = client.get("/health").get_json()["projects"]["1"]["error"]
-        assert "LABEL_STUDIO_API_KEY" in err
-    finally:
-        model.close()
+def test_no_credentials_at_all_is_a_clear_job_error(backend_with, fake):
+    client, model = backend_with(label_studio_url=None, label_studio_api_key=None)
+    r = client.post("/setup", json=setup_payload(fake, access_token=None))
+    assert r.status_code == 200
+    assert model.jobs.wait_idle(1, 30)
+    err = client.get("/health").get_json()["projects"]["1"]["error"]
+    assert "LABEL_STUDIO_API_KEY" in err
 
 
 def test_a_label_config_changed_to_something_unsupported_fails_the_job_clearly(backend, fake):
@@ -328,41 +313,35 @@ def test_a_label_config_changed_to_something_unsupported_fails_the_job_clearly(b
     assert health["model_version"] == fake.project["model_version"]  # still serving the previous version
 
 
-def test_tasks_imported_into_an_empty_project_get_a_whole_queue(tmp_path):
+def test_tasks_imported_into_an_empty_project_get_a_whole_queue(backend_with):
     fake = FakeLabelStudio(choices_config(LABELS))
-    client, model, _ = make_backend(tmp_path, fake)
-    try:
-        connect(client, model, fake)
-        empty = model.store(1).current()
-        assert empty.kind == "coldstart" and empty.priority == {}
-        ids = fake.add_tasks([t for t, _ in topic_texts(12)])
-        client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
-                                      "tasks": [fake.tasks[i] for i in ids]})
-        assert model.jobs.wait_idle(1, 30)
-        v = model.store(1).current()
-        assert v.name != empty.name and sorted(v.priority) == ids
-        scores = sorted(p["score"] for p in fake.predictions_of(v.name).values())
-        assert scores == pytest.approx([i / 11 for i in range(12)])  # a real CoreSet order, not all-equal
-    finally:
-        model.close()
+    client, model = backend_with(ls=fake)
+    connect(client, model, fake)
+    empty = model.store(1).current()
+    assert empty.kind == "coldstart" and empty.priority == {}
+    ids = fake.add_tasks([t for t, _ in topic_texts(12)])
+    client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
+                                  "tasks": [fake.tasks[i] for i in ids]})
+    assert model.jobs.wait_idle(1, 30)
+    v = model.store(1).current()
+    assert v.name != empty.name and sorted(v.priority) == ids
+    scores = sorted(p["score"] for p in fake.predictions_of(v.name).values())
+    assert scores == pytest.approx([i / 11 for i in range(12)])  # a real CoreSet order, not all-equal
 
 
 @pytest.mark.parametrize("strategy", ["random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge",
                                       "static_influence", "disal:sign=descent"])
-def test_every_strategy_builds_a_queue_and_places_new_tasks(tmp_path, fake, strategy):
-    client, model, _ = make_backend(tmp_path, fake, strategy=strategy, coldstart_batch=10)
-    try:
-        connect(client, model, fake)
-        annotate_and_notify(client, model, fake, list(range(1, 10)))
-        v = model.store(1).current()
-        assert v.kind == "head" and v.meta["strategy"] == strategy
-        scores = sorted(p["score"] for p in fake.predictions_of(v.name).values())
-        assert scores == pytest.approx([i / 30 for i in range(31)])
-        new = fake.add_tasks(["football goal team", "bank market"], start_id=200)
-        client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
-                                      "tasks": [fake.tasks[i] for i in new]})
-        assert model.jobs.wait_idle(1, 30)
-        assert client.get("/health").get_json()["projects"]["1"]["job"]["last_error"] is None
-        assert all(0.0 <= fake.predictions_of(v.name)[i]["score"] <= 1.0 for i in new)
-    finally:
-        model.close()
+def test_every_strategy_builds_a_queue_and_places_new_tasks(backend_with, fake, strategy):
+    client, model = backend_with(strategy=strategy, coldstart_batch=10)
+    connect(client, model, fake)
+    annotate_and_notify(client, model, fake, list(range(1, 10)))
+    v = model.store(1).current()
+    assert v.kind == "head" and v.meta["strategy"] == strategy
+    scores = sorted(p["score"] for p in fake.predictions_of(v.name).values())
+    assert scores == pytest.approx([i / 30 for i in range(31)])
+    new = fake.add_tasks(["football goal team", "bank market"], start_id=200)
+    client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
+                                  "tasks": [fake.tasks[i] for i in new]})
+    assert model.jobs.wait_idle(1, 30)
+    assert client.get("/health").get_json()["projects"]["1"]["job"]["last_error"] is None
+    assert all(0.0 <= fake.predictions_of(v.name)[i]["score"] <= 1.0 for i in new)
