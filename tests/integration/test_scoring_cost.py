@@ -18,7 +18,7 @@ def _texts(n: int, seed: int) -> list[str]:
 
 
 def test_scoring_cost_structure(tiny_model_dir, tmp_path):
-    from disal.bench.scoring_cost import run, sub_trajectory, table
+    from disal.bench.scoring_cost import run, table
 
     labeled = (_texts(12, 1), np.arange(12) % 3, 3)
     res = run(pool=30, all_pool=10, ks=(1, 3), jvp_params=("all", "last-1"), linearity_pool=5,
