@@ -121,6 +121,17 @@ def wait_new_version(backend: BackendServer, pid: int, old: str | None, timeout:
     raise TimeoutError(f"no new version after {old} within {timeout:.0f}s")
 
 
+def wait_drained(backend: BackendServer, pid: int, timeout: float) -> dict:
+    """Wait until no job runs and none waits (events that arrived during a job queue a follow-up)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        h = project_health(backend, pid)
+        if h.get("state") == "idle" and not h.get("job", {}).get("pending"):
+            return h
+        time.sleep(0.2)
+    raise TimeoutError(f"project {pid} still busy after {timeout:.0f}s")
+
+
 def next_task(c: httpx.Client, pid: int) -> dict:
     """The task Label Studio serves an annotator next (uncertainty sampling over the pushed scores)."""
     r = c.get(f"/api/projects/{pid}/next")
@@ -241,8 +252,7 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
         for tid in sorted(label_of)[:: max(1, n // 10)][:10]:
             annotate(c, tid, label_of[tid])
         h = wait_new_version(backend, pid, h["model_version"], timeout=1800)
-        while project_health(backend, pid).get("job", {}).get("pending"):
-            time.sleep(0.2)
+        wait_drained(backend, pid, timeout=1800)
         h = wait_new_version(backend, pid, None, timeout=1800)
         log(f"pool {n}: first head round served: {h['model_version']} ({h.get('labels')} labels)")
 
@@ -283,8 +293,7 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
             hammer.stop_flag.set()
             hammer.join(120)
             # the hammer's own webhook events queued follow-up rounds: let them finish before the next pool
-            while project_health(backend, pid).get("state") != "idle" or project_health(backend, pid).get("job", {}).get("pending"):
-                time.sleep(0.5)
+            wait_drained(backend, pid, timeout=1800)
             res["latency_during_training_ms"] = {k: percentiles(v) for k, v in hammer.lat.items()}
             res["latency_errors"] = hammer.errors[:5]
             log(f"pool {n}: latencies during training (ms): {res['latency_during_training_ms']}")
