@@ -47,19 +47,65 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path, auth
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s (log: {log})")
 
 
-def stop_process_group(pid: int, grace: float = 15.0) -> bool:
-    """SIGTERM the process group `pid` leads, SIGKILL it after `grace` seconds. True if it was running."""
+def _group_running(pgid: int) -> bool:
+    """Whether process group `pgid` still has a live (non-zombie) member.
+
+    Why not only `killpg(pgid, 0)`: it succeeds on a zombie, and the leader stays a zombie until
+    its parent reaps it, so polling it alone waited the whole grace after every clean exit.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's group: it exists and we cannot look closer
+        return True
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():  # no /proc (not Linux): killpg said it exists
+        return True
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ')'
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _reap(pid: int, proc: subprocess.Popen | None) -> None:
+    """Reap the group leader if it is our child and has exited (no-op otherwise)."""
+    if proc is not None:
+        proc.poll()
+        return
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (e.g. a pid file's server): its parent reaps it
+        pass
+
+
+def stop_process_group(pid: int, grace: float = 15.0, proc: subprocess.Popen | None = None) -> bool:
+    """SIGTERM the process group `pid` leads, SIGKILL it after `grace` seconds. True if it was running.
+
+    Returns as soon as no live member is left (zombies do not count); `proc`, the leader's Popen when
+    we started it, is reaped on the way.
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    t0 = time.time()
-    while time.time() - t0 < grace:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+    t0 = time.monotonic()
+    delay = 0.01
+    while time.monotonic() - t0 < grace:
+        _reap(pid, proc)
+        if not _group_running(pid):
+            _reap(pid, proc)  # it may have exited between the two looks
             return True
-        time.sleep(0.2)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -70,7 +116,7 @@ def stop_process_group(pid: int, grace: float = 15.0) -> bool:
 def _stop(proc: subprocess.Popen | None, grace: float = 15.0) -> None:
     if proc is None or proc.poll() is not None:
         return
-    stop_process_group(proc.pid, grace)
+    stop_process_group(proc.pid, grace, proc)
     proc.wait(5)  # reap it
 
 
