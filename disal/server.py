@@ -1,7 +1,8 @@
 """The ML-backend protocol as Label Studio 1.23 speaks it, on Flask 3 (see ../shared/LABEL_STUDIO.md).
 
-Routes: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions, GET /metrics.
-Every route answers JSON (except /metrics: Prometheus text), and bad input gets a 4xx with a
+Routes: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions, GET /metrics, and
+for people GET / (the status page) and GET /status/<project>/curve.png.
+Every route answers JSON (except /metrics: Prometheus text; / and the PNG), and bad input gets a 4xx with a
 `message` naming what is wrong. With BASIC_AUTH_USER/PASS set, every route needs them.
 
 The routes only parse, validate and hand over to the model object (model.py at the repo root),
@@ -16,6 +17,8 @@ import time
 from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
+
+from .status_page import curve_png_for, render_page
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +97,22 @@ def create_app(model: BackendModel) -> Flask:
         log.exception("%s %s failed", request.method, request.path)
         return jsonify(status="error", message=f"internal error: {type(exc).__name__}: {exc}"), 500
 
-    @app.get("/")
     @app.get("/health")
     def health():
         return jsonify(model.health())
+
+    @app.get("/")
+    def status_page():
+        """A person's view of training (disal.status_page); /health stays the machines' JSON."""
+        return Response(render_page(model), mimetype="text/html")
+
+    @app.get("/status/<int:project_id>/curve.png")
+    def curve_png(project_id: int):
+        if not (model.store(project_id).dir / "project.json").exists():
+            raise RequestError(404, f"unknown project {project_id}")
+        resp = Response(curve_png_for(model, project_id), mimetype="image/png")
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     @app.post("/setup")
     def setup():

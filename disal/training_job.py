@@ -28,6 +28,7 @@ from .config import Settings
 from .jobs import JobContext, JobRequest
 from .labelconfig import LabelSpec, TaskTextError, parse_label_config, task_label, task_text
 from .labelstudio import LabelStudioClient, LabelStudioError
+from .learning_curve import LearningCurve, loo_accuracy
 from .metrics import Metrics
 from .queue import predictions_for, priorities_from_selection, priority_from_reference, top_of_queue
 from .scoring import head_scoring_inputs
@@ -311,6 +312,8 @@ class TrainingJob:
                      len(classes), time.time() - t0)
             strategy = make_strategy(s.strategy)
             meta.update(strategy=strategy.name, trained_seconds=round(time.time() - t0, 3))
+            # the learning curve's point for this round (milliseconds: disal.learning_curve)
+            meta["accuracy_estimate"] = loo_accuracy(lab_feats, targets, spec.num_labels, spec.multi_label)
             note = f"serving {strategy.name} queue from {len(lab_ids)} labels"
         else:
             kind = "coldstart"
@@ -352,6 +355,8 @@ class TrainingJob:
 
         self.push(project_id, ctx, store, ls, version, pool_ids, probs_by_id)
         store.set_current(version)  # the queue is live in Label Studio: serve this version from now on
+        if version.meta.get("accuracy_estimate"):
+            LearningCurve(store.dir).append(version.name, len(lab_ids), version.meta["accuracy_estimate"])
         store.record_scored(pool_ids, name, replace=True)
         ctx.set_state("tidying", note="queue live; deleting older versions' predictions")
         warnings = self.tidy(project_id, store, ls, version)
