@@ -14,7 +14,7 @@ ENV PYTHONUNBUFFERED=1 \
     TRANSFORMERS_OFFLINE=1 \
     MODEL_DIR=/data/models \
     PORT=9090 \
-    THREADS=8
+    THREADS=32
 
 WORKDIR /app
 
@@ -28,7 +28,7 @@ RUN pip install -r requirements.txt \
  && pip install --no-deps -r requirements-data.txt \
  && python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert not torch.cuda.is_available()"
 
-COPY model.py _wsgi.py ./
+COPY model.py _wsgi.py gunicorn.conf.py ./
 COPY disal/ ./disal/
 
 RUN useradd --create-home --uid 1001 disal \
@@ -41,6 +41,6 @@ EXPOSE 9090
 # /health answers 401 without credentials when BASIC_AUTH_USER/PASS are set: disal.healthcheck sends them.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD ["python", "-m", "disal.healthcheck"]
 
-# ONE worker process with threads: training jobs live in-process (see _wsgi.py). Same as `make serve`.
-CMD exec gunicorn --workers 1 --threads "${THREADS}" --bind "0.0.0.0:${PORT}" --timeout 120 \
-    --graceful-timeout 10 --access-logfile - _wsgi:app
+# ONE worker process with threads: training jobs live in-process (see _wsgi.py). Same as `make serve`:
+# gunicorn.conf.py reads THREADS and PORT and sets the slow-client-safe worker class.
+CMD exec gunicorn --config gunicorn.conf.py --workers 1 --access-logfile - _wsgi:app

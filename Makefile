@@ -54,12 +54,12 @@ clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache bench/out
 
 ## The backend: ONE gunicorn worker with threads (jobs live in-process), on $PORT (default 9090).
-## Configured by LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, MODEL_DIR, MODEL_NAME (see README).
-THREADS ?= 8
+## Configured by LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, MODEL_DIR, MODEL_NAME (see README);
+## gunicorn.conf.py holds the worker class (a read deadline per request) and the limits.
+THREADS ?= 32
 serve: install
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/gunicorn --workers 1 --threads $(THREADS) \
-		--bind $${HOST_BIND:-0.0.0.0}:$(PORT) --timeout 120 --graceful-timeout 10 \
-		--access-logfile - _wsgi:app
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} THREADS=$(THREADS) PORT=$(PORT) $(VENV)/bin/gunicorn \
+		--config gunicorn.conf.py --access-logfile - _wsgi:app
 
 ## The newcomer's path: a real Label Studio (127.0.0.1:8080) with a BBC News project whose queue is
 ## prioritized by the backend (127.0.0.1:9090). Ctrl-C stops both. Data in .demo/.

@@ -15,22 +15,26 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable
 
 import httpx
 
+from disal import credentials
 from disal.config import Settings
+from disal.credentials import CredentialsError, SetupToken
 from disal.jobs import JobManager, JobRequest
 from disal.labelconfig import LabelSpec, TaskTextError, UnsupportedConfigError, parse_label_config, task_text
-from disal.labelstudio import LabelStudioClient
+from disal.labelstudio import LabelStudioClient, LabelStudioError
 from disal.metrics import Metrics
+from disal.redaction import REDACTOR
 from disal.queue import prediction_for
 from disal.server import RequestError
 from disal.state import ProjectStore
 from disal.training.head import HeadConfig
-from disal.training_job import COLDSTART_NOTE, Encoder, TrainingJob
+from disal.training_job import COLDSTART_NOTE, Encoder, TrainingJob, partial_note, partial_of
 
 log = logging.getLogger("disal.model")
 
@@ -38,19 +42,37 @@ TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED
 EXTRA_PARAM_KEYS = ("use_uncertainty_sampling",)
 
 
+MAX_PROJECT_ID = 2**63 - 1  # Label Studio's ids are Django BigAutoFields
+_PROJECT_ID_RE = re.compile(r"[0-9]{1,19}")
+
+
+def _json_kind(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
 def parse_project_id(value: Any, where: str) -> int:
     """Label Studio sends '<id>.<created ts>' (/setup, /predict), an int, or {'id': ...} (webhooks)."""
     if isinstance(value, dict):
+        if "id" not in value:
+            raise RequestError(400, f"{where}: missing project id (the 'project' object has no 'id')")
         value = value.get("id")
-    if isinstance(value, bool) or value is None:
+    if value is None:
         raise RequestError(400, f"{where}: missing project id")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise RequestError(400, f"{where}: 'project' must be a Label Studio project id (an integer like 12, or "
+                                f"'12.1712345678' as /setup sends it), got {_json_kind(value)}")
     if isinstance(value, int):
-        return value
-    if isinstance(value, str):
+        pid = value
+    else:
         head = value.strip().split(".", 1)[0]
-        if head.isdigit():
-            return int(head)
-    raise RequestError(400, f"{where}: project {value!r} is not a Label Studio project id")
+        if not _PROJECT_ID_RE.fullmatch(head):
+            raise RequestError(400, f"{where}: project {value[:40]!r} is not a Label Studio project id")
+        pid = int(head)
+    if not 1 <= pid <= MAX_PROJECT_ID:
+        raise RequestError(400, f"{where}: project id {str(pid)[:40]} is out of range (Label Studio project ids "
+                                "are positive integers)")
+    return pid
 
 
 def _extra_params(raw: Any) -> dict:
@@ -77,7 +99,10 @@ class DisalModel:
         self._httpx_client = httpx_client
         self._ls_sleep = ls_sleep
         self._stores: dict[int, ProjectStore] = {}
-        self._tokens: dict[int, str] = {}  # from /setup; memory only, never logged or written
+        self._tokens: dict[int, SetupToken] = {}  # from /setup, with its host; memory only, never logged or written
+        self._verified: set[tuple[int, str, str]] = set()  # (project, url, key) that Label Studio confirmed
+        REDACTOR.add_secret(self.settings.label_studio_api_key)
+        REDACTOR.add_secret(self.settings.basic_auth_pass, self.settings.basic_auth_user)
         self._clients: dict[tuple, LabelStudioClient] = {}
         self._lock = threading.Lock()
         self.job = TrainingJob(self.settings, self.encoder, self.store, self.client_for, self.metrics, head_config)
@@ -115,21 +140,36 @@ class DisalModel:
     def is_known(self, project_id: int) -> bool:
         return (self.store(project_id).dir / "project.json").exists()
 
-    def client_for(self, project_id: int) -> LabelStudioClient:
-        """The Label Studio client for a project: env settings first, then what /setup told us."""
-        info = self.store(project_id).load_info()
-        url = self.settings.label_studio_url or info.get("hostname")
-        key = self.settings.label_studio_api_key or self._tokens.get(project_id)
-        cache_key = (url, key)
+    def credentials_for(self, project_id: int, pinned_host: str | None = None,
+                        token: SetupToken | None = None) -> tuple[str, str]:
+        """(url, key) for a project by the rule in disal.credentials; LabelStudioError if none is allowed."""
+        if pinned_host is None:
+            pinned_host = self.store(project_id).load_info().get("hostname")
+        try:
+            return credentials.resolve(self.settings.label_studio_url, self.settings.label_studio_api_key,
+                                       pinned_host, token or self._tokens.get(project_id))
+        except CredentialsError as exc:
+            raise LabelStudioError("connect", str(exc)) from None
+
+    def _client(self, url: str, key: str, *, timeout: float | None = None, retries: int | None = None
+                ) -> LabelStudioClient:
+        s = self.settings
+        timeout = s.ls_timeout if timeout is None else timeout
+        retries = s.ls_retries if retries is None else retries
+        cache_key = (url, key, timeout, retries)
         with self._lock:
             client = self._clients.get(cache_key)
             if client is None:
-                s = self.settings
-                client = LabelStudioClient(url, key, httpx_client=self._httpx_client, timeout=s.ls_timeout,
-                                           retries=s.ls_retries, backoff=s.ls_backoff, page_size=s.page_size,
+                client = LabelStudioClient(url, key, httpx_client=self._httpx_client, timeout=timeout,
+                                           retries=retries, backoff=s.ls_backoff, page_size=s.page_size,
                                            sleep=self._ls_sleep)
                 self._clients[cache_key] = client
             return client
+
+    def client_for(self, project_id: int) -> LabelStudioClient:
+        """The Label Studio client for a project: the configured URL, or the host /setup pinned."""
+        url, key = self.credentials_for(project_id)
+        return self._client(url, key)
 
     def _spec_for(self, project_id: int, label_config: Any) -> LabelSpec:
         if isinstance(label_config, str) and label_config.strip():
@@ -143,23 +183,52 @@ class DisalModel:
         raise RequestError(404, f"unknown project {project_id}: connect the backend (POST /setup) first")
 
     # -- /setup ----------------------------------------------------------------------------------
-    def setup(self, payload: dict, host: str | None = None) -> dict:
-        """Validate the label config, remember the project, start the first queue if there is none."""
+    def setup(self, payload: dict, host: str | None = None, authenticated: bool = False) -> dict:
+        """Validate the request and the label config, confirm the project with Label Studio, remember
+        it, and start the first queue if there is none. Nothing is stored for a request that fails."""
         if "project" not in payload:
             raise RequestError(400, "setup: missing 'project'")
         pid = parse_project_id(payload.get("project"), "setup")
         if "schema" not in payload:
             raise RequestError(400, "setup: missing 'schema' (the label config)")
+        schema = payload.get("schema")
+        if not isinstance(schema, str):
+            raise RequestError(400, f"setup: 'schema' must be the label config as an XML string, got {_json_kind(schema)}")
         try:
-            spec = parse_label_config(payload.get("schema"))
+            spec = parse_label_config(schema)
         except UnsupportedConfigError as exc:
             raise RequestError(422, str(exc)) from None
-        token = payload.get("access_token")
-        if isinstance(token, str) and token:
-            self._tokens[pid] = token
+        raw_token, raw_host = payload.get("access_token"), payload.get("hostname")
+        for key, value in (("access_token", raw_token), ("hostname", raw_host)):
+            if value is not None and not isinstance(value, str):
+                raise RequestError(400, f"setup: '{key}' must be a string, got {_json_kind(value)}")
         store = self.store(pid)
         info = store.load_info()
-        hostname = payload.get("hostname") if isinstance(payload.get("hostname"), str) else info.get("hostname")
+        hostname = None
+        if raw_host and raw_host.strip():
+            try:
+                hostname = credentials.normalize_host_url(raw_host)
+            except CredentialsError as exc:
+                raise RequestError(400, f"setup: 'hostname' {exc}") from None
+        pinned = info.get("hostname")
+        if pinned:
+            try:
+                pinned = credentials.normalize_host_url(pinned)
+            except CredentialsError:
+                pinned = None  # an unusable stored host pins nothing; this request's host replaces it
+        if not self.settings.label_studio_url and pinned and hostname and hostname != pinned and not authenticated:
+            raise RequestError(409, f"setup: project {pid} is bound to the Label Studio at {pinned} (learnt from its "
+                                    f"first /setup); an unauthenticated /setup cannot move it to {hostname}. Set "
+                                    "LABEL_STUDIO_URL, or BASIC_AUTH_USER/PASS so that /setup is authenticated")
+        bound = hostname or pinned
+        token = SetupToken(bound, raw_token) if raw_token else None
+        if token is None and (prev := self._tokens.get(pid)) is not None and prev.host == bound:
+            token = prev  # Label Studio repeats /setup; the token that came with this host stays paired with it
+        self._verify_project(pid, bound, token)
+        if token is not None:
+            REDACTOR.add_secret(token.token)
+            self._tokens[pid] = token
+        hostname = bound
         hosts = list(info.get("backend_hosts") or [])
         if host and host not in hosts:  # how Label Studio reaches us: identifies our webhook
             hosts = (hosts + [host])[-5:]
@@ -168,10 +237,34 @@ class DisalModel:
         if new_info != {k: info.get(k) for k in new_info}:
             store.save_info({**info, **new_info, "setup_at": time.time()})
         current = store.current()
-        if current is None or (self.settings.auth_enabled and pid not in self.job.webhook_ok):
-            # the first queue, or making sure the webhook carries basic auth: in the background
+        if (current is None or partial_of(current) is not None
+                or (self.settings.auth_enabled and pid not in self.job.webhook_ok)):
+            # the first queue (or finishing a partial one after a restart), or making sure the webhook
+            # carries basic auth: in the background
             self.jobs.submit(pid, JobRequest(initial=True, reasons={"setup": 1}))
         return {"model_version": current.name if current else None, "status": "ok"}
+
+    def _verify_project(self, pid: int, host: str | None, token: SetupToken | None) -> None:
+        """GET the project from Label Studio before any state exists for it: a 4xx naming the problem
+        for a project Label Studio does not have, a refused token or an unreachable host."""
+        try:
+            url, key = self.credentials_for(pid, pinned_host=host, token=token)
+        except LabelStudioError as exc:
+            raise RequestError(422, f"setup: {str(exc).split(': ', 1)[-1]}") from None
+        if (pid, url, key) in self._verified:
+            return
+        client = self._client(url, key, timeout=self.settings.setup_verify_timeout_s, retries=0)
+        try:
+            client.get_project(pid)
+        except LabelStudioError as exc:
+            if exc.status == 404:
+                raise RequestError(404, f"setup: project {pid} does not exist in the Label Studio at {url}") from None
+            if exc.status in (401, 403):
+                raise RequestError(422, f"setup: the Label Studio at {url} refused the access token for project "
+                                        f"{pid} (HTTP {exc.status})") from None
+            raise RequestError(422, f"setup: could not confirm project {pid} with the Label Studio at {url}: "
+                                    f"{str(exc).split(': ', 1)[-1]}") from None
+        self._verified.add((pid, url, key))
 
     # -- /predict --------------------------------------------------------------------------------
     def predict_request(self, payload: dict) -> dict:
@@ -194,6 +287,10 @@ class DisalModel:
         if project_id is None:
             project_id = parse_project_id(next((t.get("project") for t in tasks if isinstance(t, dict)
                                                 and t.get("project")), None), "predict")
+        if len(tasks) > self.settings.predict_max_tasks:
+            raise RequestError(413, f"predict: {len(tasks)} tasks in one request; at most "
+                                    f"{self.settings.predict_max_tasks} (PREDICT_MAX_TASKS). The backend pushes "
+                                    "the queue's predictions itself after every round")
         spec = self._spec_for(project_id, label_config)
         ids: list[int | None] = []
         texts: list[str] = []
@@ -270,6 +367,14 @@ class DisalModel:
                              classes=v.meta.get("classes"))
                 if v.kind == "coldstart":
                     entry["note"] = COLDSTART_NOTE.format(n=len(v.meta.get("classes") or []))
+                partial = partial_of(v)
+                if partial:  # the served queue covers the tasks encoded when it was pushed; the job's count is newer
+                    p, encoded = job["progress"], partial["encoded"]
+                    if job["state"] == "encoding" and p.get("total") == partial["total"]:
+                        encoded = max(encoded, p["done"])
+                    entry["partial"] = {"encoded": encoded, "total": partial["total"], "queue_over": partial["encoded"]}
+                    note = partial_note(encoded, partial["total"])
+                    entry["note"] = f"{note}; {entry['note']}" if entry.get("note") else note
             if job.get("last_error"):
                 entry["error"] = job["last_error"]["error"]
             projects[str(pid)] = entry
@@ -278,12 +383,15 @@ class DisalModel:
                 "projects": projects}
 
     def versions(self, project: str | None = None) -> dict:
+        """The versions that served (their push succeeded); a version killed mid-push never appears."""
         pids = [parse_project_id(project, "versions")] if project else self._known_projects()
+        if project and not self.is_known(pids[0]):
+            raise RequestError(404, f"versions: unknown project {pids[0]}; connect the backend (POST /setup) first")
         versions: list[str] = []
         current = {}
         for pid in pids:
             store = self.store(pid)
-            versions += store.list_versions()
+            versions += store.pushed_versions()
             v = store.current()
             current[str(pid)] = v.name if v else None
         out = {"versions": versions, "current": current}

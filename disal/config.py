@@ -88,12 +88,27 @@ class Settings:
     max_text_chars: int = 20_000
     coldstart_batch: int = 500
     delete_old_versions: bool = True
+    # a superseded version's predictions stay this long: a task open in the UI was started from one of
+    # them (Submit sends parent_prediction), and deleting it makes Label Studio refuse the annotation
+    old_versions_grace_s: float = 7200.0
     ls_timeout: float = 30.0
     ls_retries: int = 4
     ls_backoff: float = 0.5
     seed: int = 0
     backend_url: str | None = None
     torch_threads: int = 0  # 0 = auto: half the cores, at most 4
+    # hostile input and slow clients (README "Security"): /predict must never starve /webhook
+    predict_concurrency: int = 2  # /predict requests computing at once; more wait PREDICT_WAIT_S, then 503
+    predict_wait_s: float = 1.0
+    predict_max_tasks: int = 1000  # tasks per /predict request (413 beyond)
+    max_predict_bytes: int = 32 * 1024 * 1024
+    max_webhook_bytes: int = 16 * 1024 * 1024  # Label Studio batches up to 5,000 tasks in one TASKS_CREATED
+    max_request_bytes: int = 2 * 1024 * 1024  # /setup (a label config) and every other route
+    max_json_depth: int = 64
+    request_timeout_s: float = 5.0  # a client must send its whole request within this (gunicorn worker)
+    setup_verify_timeout_s: float = 2.0  # Label Studio gives /setup 3 s (ML_TIMEOUT_SETUP)
+    first_queue_seconds: float = 20.0  # encoding before a project's first queue is pushed over what is encoded
+    refine_growth: float = 4.0  # later pushes of that first round wait for this many times more encoded tasks
 
     def __post_init__(self) -> None:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
@@ -106,6 +121,12 @@ class Settings:
             raise ConfigError(f"STRATEGY={self.strategy!r}: {exc}") from None
         if self.push_chunk_size < 1 or self.page_size < 1:
             raise ConfigError("PUSH_CHUNK_SIZE and PAGE_SIZE must be >= 1")
+        if self.predict_concurrency < 1 or self.predict_max_tasks < 1:
+            raise ConfigError("PREDICT_CONCURRENCY and PREDICT_MAX_TASKS must be >= 1")
+        if self.label_studio_url:
+            url = self.label_studio_url
+            if not url.lower().startswith(("http://", "https://")) or "@" in url.split("//", 1)[1].split("/", 1)[0]:
+                raise ConfigError(f"LABEL_STUDIO_URL={url!r} must be an http(s) URL without credentials in it")
 
     def effective_torch_threads(self) -> int:
         """Why not all cores: the web threads need CPU too, and on a shared box torch's spinning
@@ -142,12 +163,15 @@ class Settings:
             max_text_chars=_int(env, "MAX_TEXT_CHARS", d.max_text_chars, 1),
             coldstart_batch=_int(env, "COLDSTART_BATCH", d.coldstart_batch, 1),
             delete_old_versions=_bool(env, "DELETE_OLD_VERSIONS", d.delete_old_versions),
+            old_versions_grace_s=_float(env, "OLD_VERSIONS_GRACE_S", d.old_versions_grace_s, 0.0),
             ls_timeout=_float(env, "LS_TIMEOUT", d.ls_timeout, 0.1),
             ls_retries=_int(env, "LS_RETRIES", d.ls_retries, 0),
             ls_backoff=_float(env, "LS_BACKOFF", d.ls_backoff, 0.0),
             seed=_int(env, "SEED", d.seed, 0),
             backend_url=_str(env, "BACKEND_URL"),
             torch_threads=_int(env, "TORCH_THREADS", d.torch_threads, 0),
+            first_queue_seconds=_float(env, "FIRST_QUEUE_SECONDS", d.first_queue_seconds, 0.0),
+            refine_growth=_float(env, "REFINE_GROWTH", d.refine_growth, 1.5),
         )
 
     def public(self) -> dict:
@@ -184,8 +208,24 @@ ENV_DOC = {
     "MAX_TEXT_CHARS": "texts are cut to this many characters before tokenizing (default 20000)",
     "COLDSTART_BATCH": "CoreSet picks at cold start; the rest follow by distance (default 500)",
     "DELETE_OLD_VERSIONS": "delete predictions of older disal versions after a push (default true)",
+    "OLD_VERSIONS_GRACE_S": "a version's predictions are deleted only once it was superseded this many seconds "
+                            "ago (default 7200): a task open in the UI refers to the prediction it started from, "
+                            "and Label Studio refuses its Submit (400 parent_prediction) once that is deleted",
     "LS_TIMEOUT / LS_RETRIES / LS_BACKOFF": "Label Studio request timeout (s), retries, first backoff (s)",
     "SEED": "seed for training and tie-breaking (default 0)",
     "TORCH_THREADS": "torch intra-op threads (default: half the cores, at most 4; 1 on a busy 2-core box)",
+    "FIRST_QUEUE_SECONDS": "a project's first round encodes this long, then pushes a queue over the tasks encoded "
+                           "so far and refines it as encoding proceeds (default 20; the rest sort last meanwhile)",
+    "REFINE_GROWTH": "each refined push of that first round waits for this many times more encoded tasks "
+                     "(default 4: a 10k pool gets about 3 pushes)",
     "BACKEND_URL": "this backend's URL as Label Studio reaches it (default: learnt from /setup's Host header)",
+    "PREDICT_CONCURRENCY / PREDICT_WAIT_S": "/predict requests computed at once (default 2); another waits "
+                                            "up to PREDICT_WAIT_S (default 1) and then gets 503 with Retry-After",
+    "PREDICT_MAX_TASKS": "tasks per /predict request (default 1000; more gets 413)",
+    "MAX_PREDICT_BYTES / MAX_WEBHOOK_BYTES / MAX_REQUEST_BYTES": "request body limits: /predict 32 MiB, "
+                                                                 "/webhook 16 MiB, /setup and the rest 2 MiB (413 beyond)",
+    "MAX_JSON_DEPTH": "deepest JSON nesting accepted in a request body (default 64; 400 beyond)",
+    "REQUEST_TIMEOUT_S": "a client must send its request within this many seconds, or its connection is closed "
+                         "(default 5): slow or half-open clients cannot hold the server's threads",
+    "SETUP_VERIFY_TIMEOUT_S": "how long /setup waits for Label Studio to confirm the project exists (default 2)",
 }

@@ -8,6 +8,7 @@ config would push a queue built on the wrong labels.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,19 @@ def task_text(task: dict, spec: LabelSpec, max_chars: int) -> str:
         raise TaskTextError(task.get("id"), f"field {spec.value_field!r} is {type(text).__name__}, not text")
     if not text.strip():
         raise TaskTextError(task.get("id"), f"field {spec.value_field!r} is empty")
-    return text[:max_chars]
+    return clean_text(text[:max_chars], task.get("id"))
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str, task_id: Any = None) -> str:
+    """Replace unpaired UTF-16 surrogates (invalid in UTF-8; the tokenizer raises on them) with U+FFFD,
+    with a log line naming the task, so one odd character costs nothing but itself."""
+    cleaned, n = _SURROGATE_RE.subn("\ufffd", text)
+    if n:
+        log.warning("task %s: its text had %d unpaired surrogate character(s); replaced with U+FFFD", task_id, n)
+    return cleaned
 
 
 @dataclass(frozen=True)

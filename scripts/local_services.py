@@ -192,7 +192,7 @@ class LabelStudioServer(_Service):
 
 
 class BackendServer(_Service):
-    """The backend under gunicorn, exactly as `make serve` runs it (one worker, threads)."""
+    """The backend under gunicorn, exactly as `make serve` runs it (gunicorn.conf.py: one worker, threads)."""
 
     def __init__(self, model_dir: Path, port: int = 9090, label_studio: LabelStudioServer | None = None,
                  extra_env: dict | None = None, log: Path | None = None) -> None:
@@ -219,7 +219,7 @@ class BackendServer(_Service):
     def start(self, timeout: float = 120.0) -> "BackendServer":
         self.model_dir.mkdir(parents=True, exist_ok=True)
         self.proc, self.started_in = _spawn(
-            [str(GUNICORN), "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{self.port}",
-             "--timeout", "120", "--graceful-timeout", "10", "_wsgi:app"],
+            [str(GUNICORN), "--config", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{self.port}",
+             "_wsgi:app"],
             self.env(), ROOT, self.log, self.url + "/health", timeout, auth=self.auth())
         return self

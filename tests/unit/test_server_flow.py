@@ -292,13 +292,14 @@ def test_without_env_credentials_the_setup_hostname_and_token_are_used(backend_w
     assert fake.project["model_version"].startswith("disal-0001-coldstart-")
 
 
-def test_no_credentials_at_all_is_a_clear_job_error(backend_with, fake):
+def test_no_credentials_at_all_is_a_clear_setup_error_that_leaves_no_state(backend_with, fake):
     client, model = backend_with(label_studio_url=None, label_studio_api_key=None)
     r = client.post("/setup", json=setup_payload(fake, access_token=None))
-    assert r.status_code == 200
-    assert model.jobs.wait_idle(1, 30)
-    err = client.get("/health").get_json()["projects"]["1"]["error"]
-    assert "LABEL_STUDIO_API_KEY" in err
+    assert r.status_code == 422
+    assert "no token for" in r.get_json()["message"] and "reconnect" in r.get_json()["message"]
+    assert not (model.settings.model_dir / "projects" / "1").exists()
+    assert client.get("/health").get_json()["projects"] == {}
+    assert not fake.calls("GET", r"/api/projects/1/?")  # nothing was sent anywhere without a token
 
 
 def test_a_label_config_changed_to_something_unsupported_fails_the_job_clearly(backend, fake):
