@@ -22,7 +22,9 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-STATES = ("idle", "queued", "training", "scoring", "pushing", "tidying")
+# "encoding": the frozen encoder embeds texts (n/N texts); at a cold start this is most of the job,
+# and a first queue over the texts encoded so far is pushed while it goes on (disal.training_job)
+STATES = ("idle", "queued", "encoding", "training", "scoring", "pushing", "tidying")
 
 
 @dataclass
@@ -79,6 +81,17 @@ class JobContext:
     def note(self, text: str) -> None:
         with self._w.lock:
             self._w.info["note"] = text
+
+    def train_pending(self) -> bool:
+        """True when a retrain waits behind this job (an annotation arrived meanwhile).
+
+        A long progressive first round asks this between encoding chunks: once it has pushed a
+        queue it stops early, so the waiting round runs now on the features cached so far instead
+        of after the whole pool is encoded (the cache persists per task id; encoding resumes there).
+        """
+        with self._w.lock:
+            pending = self._w.pending
+            return pending is not None and pending.train
 
 
 Runner = Callable[[int, JobRequest, JobContext], dict]

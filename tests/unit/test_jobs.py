@@ -158,3 +158,45 @@ def test_submit_from_many_threads_never_loses_a_request(n):
     assert jobs.wait_idle(1, 5)
     assert rec.calls[1][1].new_task_ids == set(range(n))
     jobs.shutdown()
+
+
+def test_train_pending_tells_a_running_job_that_a_retrain_waits_behind_it():
+    """A long first round asks this between encoding chunks (disal.training_job): a pending /setup
+    (initial only) or TASKS_CREATED does not make it stop, a pending annotation does."""
+    seen: list[bool] = []
+    step, checked = threading.Event(), threading.Event()
+
+    def runner(project_id: int, request: JobRequest, ctx: JobContext) -> dict:
+        if request.initial:
+            for _ in range(3):
+                assert step.wait(10)
+                step.clear()
+                seen.append(ctx.train_pending())
+                checked.set()
+        return {"outcome": "pushed"}
+
+    jobs = JobManager(runner)
+    jobs.submit(1, JobRequest(initial=True, reasons={"setup": 1}))
+    for follow_up in (JobRequest(initial=True, reasons={"setup": 1}),
+                      JobRequest(new_task_ids={5}, reasons={"TASKS_CREATED": 1}), train()):
+        jobs.submit(1, follow_up)
+        checked.clear()
+        step.set()
+        assert checked.wait(10)
+    assert seen == [False, False, True]
+    assert jobs.wait_idle(1, 10)
+    jobs.shutdown()
+
+
+def test_encoding_is_a_state_a_job_can_report():
+    def runner(project_id: int, request: JobRequest, ctx: JobContext) -> dict:
+        ctx.set_state("encoding", 120, 10_000, note="encoding texts")
+        with pytest.raises(ValueError, match="unknown job state"):
+            ctx.set_state("embedding")
+        return {"outcome": "ok"}
+
+    jobs = JobManager(runner)
+    jobs.submit(1, train())
+    assert jobs.wait_idle(1, 10)
+    assert jobs.status(1)["last_job"]["outcome"] == "ok" and jobs.status(1)["jobs_failed"] == 0
+    jobs.shutdown()
