@@ -12,6 +12,12 @@ One job (run by the project's worker thread, see disal.jobs):
 
 Cold start (fewer than two classes labeled): no classifier exists, so the queue is ordered by CoreSet
 (greedy k-center) over the pretrained embeddings, with the labeled tasks as centres; /health says so.
+
+First queue on a big pool (`TrainingJob._progressive`): a project's first round does not wait for the
+whole pool to be encoded (minutes at 10k tasks on 2 cores). It pushes a queue over the tasks encoded
+after FIRST_QUEUE_SECONDS, then refined ones at REFINE_GROWTH times more, the last over the whole pool;
+each is a complete version (saved, pushed, then current), tasks not encoded yet have no prediction and
+sort last, and /health says the queue is partial.
 """
 
 from __future__ import annotations
@@ -77,8 +83,12 @@ class Encoder:
             return self._adapter
 
     def features(self, task_ids: Sequence[int | None], texts: Sequence[str],
-                 progress: Callable[[int, int], None] | None = None, save: bool = True) -> np.ndarray:
-        """(N, d) float32 features aligned with task_ids; only texts not in the cache are encoded."""
+                 progress: Callable[[int, int], None] | None = None, save: bool = True,
+                 log_summary: bool = True) -> np.ndarray:
+        """(N, d) float32 features aligned with task_ids; only texts not in the cache are encoded.
+
+        `log_summary=False`: a caller that encodes in many chunks logs its own totals and rates.
+        """
         hashes = [text_hash(t) for t in texts]
         keyed = [i for i, tid in enumerate(task_ids) if tid is not None]
         found, missing_pos = self.cache.lookup([task_ids[i] for i in keyed], [hashes[i] for i in keyed])
@@ -111,7 +121,7 @@ class Encoder:
                     done = min(s + bs, len(need))
                     log.info("encoding: %d/%d texts (%.0f texts/s)", done, len(need), done / (last_log - t0))
             rate = len(need) / max(time.time() - t0, 1e-9)
-            if len(need) > 1:
+            if len(need) > 1 and log_summary:
                 log.info("encoded %d texts (%d cached) at %.0f texts/s", len(need), len(texts) - len(need), rate)
             if save:
                 self.cache.save()
@@ -129,6 +139,92 @@ def _multi_hot(labels: Sequence[Sequence[str]], spec: LabelSpec) -> np.ndarray:
 
 def _strategy_base(name: str) -> str:
     return name.split(":", 1)[0].strip()
+
+
+def partial_of(version: ModelVersion | None) -> dict | None:
+    """{"encoded": n, "total": N} for a version pushed before its whole pool was encoded, else None."""
+    if version is None:
+        return None
+    p = version.meta.get("partial")
+    return dict(p) if p else None
+
+
+def partial_note(encoded: int, total: int) -> str:
+    return (f"encoded {encoded:,}/{total:,}; queue refines as encoding proceeds "
+            f"(tasks not encoded yet have no prediction and sort last)")
+
+
+class _Round:
+    """One job's labels, head and regime; `publish` turns a pool (all of it, or the part encoded so
+    far) into a scored, saved, pushed and served version. A progressive first round calls it a few
+    times with growing pools; every other round once."""
+
+    def __init__(self, job: "TrainingJob", project_id: int, ctx: JobContext, store: ProjectStore,
+                 ls: LabelStudioClient, spec: LabelSpec, kind: str, head, traj, lab_ids: list[int],
+                 lab_feats: np.ndarray, label_rows: dict[int, dict], meta: dict, note: str, total: int) -> None:
+        self.job, self.project_id, self.ctx, self.store, self.ls, self.spec = job, project_id, ctx, store, ls, spec
+        self.kind, self.head, self.traj = kind, head, traj
+        self.lab_ids, self.lab_feats, self.label_rows = lab_ids, lab_feats, label_rows
+        self.meta, self.note, self.total = meta, note, total
+
+    def note_for(self, partial: dict | None) -> str:
+        return f"{partial_note(partial['encoded'], partial['total'])}; {self.note}" if partial else self.note
+
+    def publish(self, pool_ids: list[int], pool_feats: np.ndarray, partial: dict | None
+                ) -> tuple[ModelVersion, list[str]]:
+        """Score, save, push; the version becomes current only after its push succeeded. Returns the
+        version and tidy warnings."""
+        job, s, ctx, store = self.job, self.job.settings, self.ctx, self.store
+        project_id, lab_ids, lab_feats, spec = self.project_id, self.lab_ids, self.lab_feats, self.spec
+        n = len(pool_ids)
+        meta = {**self.meta, "created": time.time(), "pool": n}
+        if partial:
+            meta["partial"] = dict(partial)
+        strategy = make_strategy(s.strategy) if self.kind == "head" else CoreSet()
+        ctx.set_state("scoring", 0, n, note=self.note_for(partial))
+        t0 = time.time()
+        priority: dict[int, float] = {}
+        raw: dict[int, float] = {}
+        centres: list[int] = []
+        probs_by_id = None
+        if n:
+            if self.kind == "head":
+                inputs = head_scoring_inputs(np.asarray(pool_ids), pool_feats, self.head, self.traj,
+                                             labeled_features=lab_feats, strategy=strategy,
+                                             multi_label=spec.multi_label, seed=s.seed)
+                probs_by_id = {t: inputs.probs[i] for i, t in enumerate(pool_ids)}
+            else:
+                from .strategies import ScoringInputs
+
+                inputs = ScoringInputs(ids=np.asarray(pool_ids), features=pool_feats,
+                                       labeled_features=lab_feats if len(lab_ids) else None)
+            batch_aware = isinstance(strategy, (CoreSet, BADGE))
+            sel = strategy.select(inputs, min(n, s.coldstart_batch) if batch_aware else n, seed=s.seed)
+            priority, raw = priorities_from_selection(sel), sel.scores_by_id()
+            if batch_aware:
+                centres = lab_ids + [int(i) for i in np.asarray(sel.selected).tolist()] \
+                    if isinstance(strategy, CoreSet) else [int(i) for i in np.asarray(sel.selected).tolist()]
+            ctx.progress(n, n)
+        job._observe("score", t0)
+        log.info("project %s: scored %d tasks with %s in %.2fs (%.0f tasks/s)", project_id, n, strategy.name,
+                 time.time() - t0, n / max(time.time() - t0, 1e-9))
+
+        round_no = store.next_round()
+        name = store.version_name(round_no, self.kind)
+        version = ModelVersion(name=name, round=round_no, kind=self.kind, spec=spec, labels=self.label_rows,
+                               priority=priority, raw=raw, centres=centres, head=self.head, trajectory=self.traj,
+                               meta=meta)
+        store.save_version(version)
+
+        job.push(project_id, ctx, store, self.ls, version, pool_ids, probs_by_id)
+        store.set_current(version)  # the queue is live in Label Studio: serve this version from now on
+        store.record_scored(pool_ids, name, replace=True)
+        ctx.set_state("tidying", note="queue live; deleting older versions' predictions")
+        warnings = job.tidy(project_id, store, self.ls, version)
+        store.prune_versions()
+        if job.metrics:
+            job.metrics.queue_length.labels(str(project_id)).set(n)
+        return version, warnings
 
 
 class TrainingJob:
@@ -177,7 +273,7 @@ class TrainingJob:
         if request.new_task_ids and current is not None and not current.priority:
             # the last queue was empty (no tasks yet): build a whole queue rather than placing tasks in nothing
             request.train = request.force = True
-        if request.train or (request.initial and current is None):
+        if request.train or (request.initial and (current is None or partial_of(current) is not None)):
             summary = self.train_round(project_id, request, ctx, store, ls, spec, project)
         elif request.initial:
             summary = {"outcome": "up to date", "version": current.name}
@@ -246,7 +342,8 @@ class TrainingJob:
         changed = sum(1 for t, ls_ in labels.items() if tuple(prev.get(t, {}).get("labels", ())) != ls_)
         changed += sum(1 for t in prev if t not in labels)
         spec_changed = current is None or current.spec != spec
-        if not request.force and not spec_changed:
+        # a partial first queue is never "up to date": the round goes on encoding and refining it
+        if not request.force and not spec_changed and partial_of(current) is None:
             if changed == 0:
                 ctx.note(f"up to date with {len(labels)} labels")
                 return {"outcome": "up to date", "version": current.name, "labels": len(labels)}
@@ -278,24 +375,32 @@ class TrainingJob:
                  len(skipped_pool), time.time() - t0)
 
         lab_ids = sorted(labels)
-        ctx.set_state("training", 0, len(lab_ids) + len(pool_ids), note="encoding texts")
+        lab_texts = [texts[t] for t in lab_ids]
+        total = len(lab_ids) + len(pool_ids)
+        # The first round of a project (or one that finishes a partial first queue) pushes a queue
+        # over what is encoded after FIRST_QUEUE_SECONDS, then refines it; a round on a complete
+        # queue encodes only what is new (usually nothing: the cache holds the pool) and pushes once.
+        progressive = current is None or partial_of(current) is not None
+        ctx.set_state("encoding", 0, total, note=f"encoding {total:,} texts")
         t0 = time.time()
-        all_feats = self.encoder.features(lab_ids + pool_ids, [texts[t] for t in lab_ids] + pool_texts,
-                                          progress=ctx.progress)
+        if progressive:
+            lab_feats = self.encoder.features(lab_ids, lab_texts, progress=lambda d, _n: ctx.progress(d, total))
+            pool_feats = None
+        else:
+            all_feats = self.encoder.features(lab_ids + pool_ids, lab_texts + pool_texts,
+                                              progress=lambda d, n: ctx.progress(total - n + d, total))
+            lab_feats, pool_feats = all_feats[: len(lab_ids)], all_feats[len(lab_ids):]
         self._observe("encode", t0)
-        lab_feats, pool_feats = all_feats[: len(lab_ids)], all_feats[len(lab_ids):]
 
-        round_ = store.next_round()
+        first_round = store.next_round()
         classes = sorted({c for t in lab_ids for c in labels[t]})
         label_rows = {t: {"labels": list(labels[t]), "annotation": annotation_ids[t],
-                          "round": prev[t]["round"] if t in prev and tuple(prev[t]["labels"]) == labels[t] else round_}
+                          "round": prev[t]["round"] if t in prev and tuple(prev[t]["labels"]) == labels[t]
+                          else first_round}
                       for t in lab_ids}
-        meta = {"created": time.time(), "labels": len(lab_ids), "classes": classes, "pool": len(pool_ids),
-                "encoder": self.encoder.model_id, "changed": changed, "dropped": dropped,
-                "skipped_pool_tasks": skipped_pool[:50]}
+        meta = {"labels": len(lab_ids), "classes": classes, "encoder": self.encoder.model_id, "changed": changed,
+                "dropped": dropped, "skipped_pool_tasks": skipped_pool[:50]}
         head = traj = None
-        probs_by_id = None
-        n = len(pool_ids)
         if len(classes) >= 2:
             kind = "head"
             ctx.set_state("training", 0, self.head_config.steps, note=f"training the head on {len(lab_ids)} labels")
@@ -310,64 +415,120 @@ class TrainingJob:
             self._observe("train", t0)
             log.info("project %s: head trained on %d labels (%d classes) in %.2fs", project_id, len(lab_ids),
                      len(classes), time.time() - t0)
-            strategy = make_strategy(s.strategy)
-            meta.update(strategy=strategy.name, trained_seconds=round(time.time() - t0, 3))
+            strategy_name = make_strategy(s.strategy).name
+            meta.update(strategy=strategy_name, trained_seconds=round(time.time() - t0, 3))
             # the learning curve's point for this round (milliseconds: disal.learning_curve)
             meta["accuracy_estimate"] = loo_accuracy(lab_feats, targets, spec.num_labels, spec.multi_label)
-            note = f"serving {strategy.name} queue from {len(lab_ids)} labels"
+            note = f"serving {strategy_name} queue from {len(lab_ids)} labels"
         else:
             kind = "coldstart"
-            strategy = CoreSet()
             note = COLDSTART_NOTE.format(n=len(classes))
             meta.update(strategy="coreset", cold_start=True)
             log.info("project %s: %s", project_id, note)
 
-        ctx.set_state("scoring", 0, n, note=note)
-        t0 = time.time()
-        priority: dict[int, float] = {}
-        raw: dict[int, float] = {}
-        centres: list[int] = []
-        if n:
-            if kind == "head":
-                inputs = head_scoring_inputs(np.asarray(pool_ids), pool_feats, head, traj, labeled_features=lab_feats,
-                                             strategy=strategy, multi_label=spec.multi_label, seed=s.seed)
-                probs_by_id = {t: inputs.probs[i] for i, t in enumerate(pool_ids)}
-            else:
-                from .strategies import ScoringInputs
-
-                inputs = ScoringInputs(ids=np.asarray(pool_ids), features=pool_feats,
-                                       labeled_features=lab_feats if len(lab_ids) else None)
-            batch_aware = isinstance(strategy, (CoreSet, BADGE))
-            sel = strategy.select(inputs, min(n, s.coldstart_batch) if batch_aware else n, seed=s.seed)
-            priority, raw = priorities_from_selection(sel), sel.scores_by_id()
-            if batch_aware:
-                centres = lab_ids + [int(i) for i in np.asarray(sel.selected).tolist()] \
-                    if isinstance(strategy, CoreSet) else [int(i) for i in np.asarray(sel.selected).tolist()]
-            ctx.progress(n, n)
-        self._observe("score", t0)
-        log.info("project %s: scored %d tasks with %s in %.2fs (%.0f tasks/s)", project_id, n, strategy.name,
-                 time.time() - t0, n / max(time.time() - t0, 1e-9))
-
-        name = store.version_name(round_, kind)
-        version = ModelVersion(name=name, round=round_, kind=kind, spec=spec, labels=label_rows, priority=priority,
-                               raw=raw, centres=centres, head=head, trajectory=traj, meta=meta)
-        store.save_version(version)
-
-        self.push(project_id, ctx, store, ls, version, pool_ids, probs_by_id)
-        store.set_current(version)  # the queue is live in Label Studio: serve this version from now on
+        round_ = _Round(self, project_id, ctx, store, ls, spec, kind, head, traj, lab_ids, lab_feats, label_rows,
+                        meta, note, total)
+        if not progressive:
+            version, warnings = round_.publish(pool_ids, pool_feats, None)
+            summary_extra: dict = {}
+        else:
+            version, warnings, summary_extra = self._progressive(round_, current, pool_ids, pool_texts)
         if version.meta.get("accuracy_estimate"):
             LearningCurve(store.dir).append(version.name, len(lab_ids), version.meta["accuracy_estimate"])
-        store.record_scored(pool_ids, name, replace=True)
-        ctx.set_state("tidying", note="queue live; deleting older versions' predictions")
-        warnings = self.tidy(project_id, store, ls, version)
-        store.prune_versions()
-        ctx.note(note)
+        ctx.note(round_.note_for(version.meta.get("partial")))
         if self.metrics:
             self.metrics.trainings.labels(str(project_id), kind).inc()
-            self.metrics.queue_length.labels(str(project_id)).set(n)
             self.metrics.labeled.labels(str(project_id)).set(len(lab_ids))
-        return {"outcome": "pushed", "version": name, "kind": kind, "labels": len(lab_ids), "pool": n,
-                "cold_start": kind == "coldstart", "warnings": warnings}
+        return {"outcome": "pushed", "version": version.name, "kind": kind, "labels": len(lab_ids),
+                "pool": len(version.priority), "cold_start": kind == "coldstart", "warnings": warnings,
+                **summary_extra}
+
+    def _progressive(self, round_: "_Round", current: ModelVersion | None, pool_ids: list[int],
+                     pool_texts: list[str]) -> tuple[ModelVersion, list[str], dict]:
+        """Encode the pool in chunks, pushing a queue over the encoded tasks at growing sizes.
+
+        Why: encoding a 10k pool takes 4-12 minutes on 2 cores, and no queue at all meanwhile is the
+        worst first impression. The first push comes after FIRST_QUEUE_SECONDS of encoding (at once
+        when a partial queue already serves: a retrain then starts from the cached features), the
+        next ones each at REFINE_GROWTH times more encoded tasks, the last over the whole pool. The
+        encoding order is a seeded random permutation, so every partial queue covers the whole pool
+        rather than, say, its shortest texts. Tasks not encoded yet get no prediction: Label Studio
+        sorts them last, and /health says the queue is partial. Once this job has pushed and encoded
+        for FIRST_QUEUE_SECONDS, a waiting retrain (an annotation) makes it stop: the retrain runs
+        on everything cached so far and goes on encoding from there.
+        """
+        s, ctx, enc = self.settings, round_.ctx, self.encoder
+        n_lab, total = len(round_.lab_ids), round_.total
+        hashes = [text_hash(t) for t in pool_texts]
+        found, missing = enc.cache.lookup(pool_ids, hashes)
+        pool_feats = np.zeros((len(pool_ids), enc.adapter.dim), dtype=np.float32)
+        have = np.zeros(len(pool_ids), dtype=bool)
+        for i, tid in enumerate(pool_ids):
+            vec = found.get(tid)
+            if vec is not None:
+                pool_feats[i], have[i] = vec, True
+        todo = np.random.default_rng(s.seed).permutation(np.asarray(missing, dtype=np.int64))
+        budget = s.first_queue_seconds if current is None else 0.0
+        bs = s.encode_batch_size
+        log.info("project %s: first queue: %d of %d pool tasks cached, %d to encode; pushing after %.0fs of "
+                 "encoding, then at x%g more", round_.project_id, int(have.sum()), len(pool_ids), len(todo),
+                 budget, s.refine_growth)
+        t_start = last_log = time.time()
+        pos, encoded_here, next_at = 0, 0, 0
+        pushed: list[str] = []
+        warnings: list[str] = []
+        while pos < len(todo):
+            n_have = int(have.sum())
+            elapsed = time.time() - t_start
+            rate = encoded_here / elapsed if encoded_here and elapsed > 0 else None
+            if pushed and encoded_here and elapsed >= s.first_queue_seconds and ctx.train_pending():
+                # no push of our own first: the waiting retrain pushes over everything cached at once
+                enc.cache.save()
+                log.info("project %s: a retrain is waiting: stopping after %d partial push(es) at %d/%d tasks "
+                         "encoded; it goes on from the %d cached pool features", round_.project_id, len(pushed),
+                         n_lab + n_have, total, n_have)
+                return version, warnings, {"partial": version.meta["partial"], "pushes": pushed,
+                                           "handed_over": True, "encoded": n_lab + n_have}
+            if not pushed:
+                # skip a partial push the rest of the pool would make obsolete within a quarter of the budget
+                left_s = (len(todo) - pos) / rate if rate else float("inf")
+                due = n_have > 0 and elapsed >= budget and not (budget > 0 and left_s < budget / 4)
+            else:
+                due = n_have >= next_at
+            if due:
+                enc.cache.save()  # a crash or a restart resumes from here (the cache persists per task id)
+                sel = np.flatnonzero(have)
+                partial = {"encoded": n_lab + n_have, "total": total}
+                version, w = round_.publish([pool_ids[i] for i in sel], pool_feats[sel], partial)
+                warnings += w
+                pushed.append(version.name)
+                next_at = int(np.ceil(n_have * s.refine_growth))
+                log.info("project %s: partial queue %s pushed over %d/%d tasks after %.1fs of encoding "
+                         "(%s texts/s); next push at %d encoded", round_.project_id, version.name, n_lab + n_have,
+                         total, time.time() - t_start, f"{rate:.0f}" if rate else "-", n_lab + min(next_at, len(pool_ids)))
+            ctx.set_state("encoding", n_lab + n_have, total, note=partial_note(n_lab + n_have, total) if pushed
+                          else f"encoding {total:,} texts; first queue after {budget:.0f}s of encoding")
+            size = 4 * bs if not pushed else 16 * bs
+            chunk = todo[pos: pos + size]
+            pos += len(chunk)
+            t0 = time.time()
+            base = n_lab + n_have
+            feats = enc.features([pool_ids[i] for i in chunk], [pool_texts[i] for i in chunk], save=False,
+                                 log_summary=False, progress=lambda d, _n: ctx.progress(base + d, total))
+            self._observe("encode", t0)
+            pool_feats[chunk], have[chunk] = feats, True
+            encoded_here += len(chunk)
+            if time.time() - last_log > 10:
+                last_log = time.time()
+                log.info("project %s: encoding: %d/%d tasks (%.0f texts/s)", round_.project_id,
+                         n_lab + int(have.sum()), total, encoded_here / max(last_log - t_start, 1e-9))
+        if encoded_here:
+            enc.cache.save()
+            log.info("project %s: encoded %d texts in %.1fs (%.0f texts/s)", round_.project_id, encoded_here,
+                     time.time() - t_start, encoded_here / max(time.time() - t_start, 1e-9))
+        version, w = round_.publish(pool_ids, pool_feats, None)
+        pushed.append(version.name)
+        return version, warnings + w, ({"pushes": pushed} if len(pushed) > 1 else {})
 
     # -- push ------------------------------------------------------------------------------------
     def push(self, project_id: int, ctx: JobContext, store: ProjectStore, ls: LabelStudioClient,
