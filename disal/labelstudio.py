@@ -15,7 +15,8 @@ import base64
 import json
 import logging
 import time
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -69,6 +70,44 @@ def _as_dict(obj: Any) -> dict:
     if hasattr(obj, "model_dump"):
         return obj.model_dump()
     return obj.dict()
+
+
+@dataclass(frozen=True)
+class CleanupPlan:
+    """Which old versions' predictions to delete now, and the superseded-at ledger to keep."""
+
+    delete: list[str]  # superseded more than the grace ago, oldest first
+    waiting: dict[str, float]  # still within their grace: {version: seconds left}
+    superseded: dict[str, float]  # the ledger to save: {version: superseded at}, listed versions only
+
+
+def plan_version_cleanup(listed: Iterable[str], current: str, superseded: dict[str, float], now: float,
+                         grace_s: float, prefix: str) -> CleanupPlan:
+    """Lagged deletion of old versions' predictions, as a pure function of the ledger and the clock.
+
+    Why lagged: a task open in Label Studio's UI was started from a prediction of the version that was
+    current when it opened, and its Submit sends `parent_prediction: <id>`; once that prediction is
+    deleted, Label Studio answers 400 and the annotation is lost. So a version's predictions go only
+    when it was superseded more than `grace_s` ago. A listed version the ledger does not know (pushed
+    before a restart, or by a push that failed halfway) counts as superseded now, when first seen.
+    The current version and other backends' versions (not `prefix`) are never touched.
+    """
+    ledger: dict[str, float] = {}
+    delete: list[str] = []
+    waiting: dict[str, float] = {}
+    for name in listed:
+        if name == current or not name.startswith(prefix):
+            continue
+        at = float(superseded.get(name, now))
+        ledger[name] = at
+        left = at + grace_s - now
+        if grace_s <= 0 or left < 0:  # grace 0: delete every older version at once (the old behaviour)
+            delete.append(name)
+        else:
+            waiting[name] = left
+    delete.sort(key=lambda n: (ledger[n], n))
+    return CleanupPlan(delete=delete, waiting=waiting, superseded=ledger)
+
 
 
 def basic_auth_header(user: str, password: str) -> str:
@@ -229,14 +268,22 @@ class LabelStudioClient:
                    lambda: self._raw("DELETE", f"api/projects/{project_id}/model-versions/",
                                      json_body={"model_version": version}))
 
-    def delete_old_versions(self, project_id: int, keep: str, prefix: str = VERSION_PREFIX) -> list[str]:
-        """Delete the predictions of every older version this backend pushed (other backends' stay)."""
-        deleted = []
-        for version in self.list_model_versions(project_id):
-            if version != keep and version.startswith(prefix):
-                self.delete_model_version(project_id, version)
-                deleted.append(version)
-        return deleted
+    def delete_old_versions(self, project_id: int, keep: str, superseded: dict[str, float] | None = None,
+                            now: float | None = None, grace_s: float = 0.0, prefix: str = VERSION_PREFIX,
+                            on_plan: Callable[[CleanupPlan], None] | None = None) -> CleanupPlan:
+        """Delete the predictions of older versions this backend pushed that were superseded more than
+        `grace_s` ago (see plan_version_cleanup); `keep` (the current version) and other backends'
+        versions stay. `on_plan` receives the plan before anything is deleted, so the caller can save
+        the ledger (first-seen versions included) even if a deletion then fails.
+        """
+        now = time.time() if now is None else now
+        plan = plan_version_cleanup(self.list_model_versions(project_id), keep, superseded or {}, now, grace_s,
+                                    prefix)
+        if on_plan:
+            on_plan(plan)
+        for version in plan.delete:
+            self.delete_model_version(project_id, version)
+        return plan
 
     # -- Data Manager view -----------------------------------------------------------------------
     def ensure_queue_view(self, project_id: int, title: str = QUEUE_VIEW_TITLE) -> int:

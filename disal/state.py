@@ -5,6 +5,9 @@ Layout (one folder per project):
     MODEL_DIR/projects/<project id>/
         project.json             label spec, Label Studio hostname (never a token)
         current.json             {"version": ...}: the latest version that was fully pushed
+        superseded.json          {version: unix time it stopped being current}: its predictions in Label
+                                 Studio are deleted only OLD_VERSIONS_GRACE_S after that
+                                 (disal.labelstudio.plan_version_cleanup)
         scored.json              {task id: model version that scored it}
         versions/<version>/      one trained (or cold-start) version, complete before it appears:
             meta.json            kind (head | coldstart), round, spec, strategy, counts, timings
@@ -32,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -112,6 +115,7 @@ class ProjectStore:
         self._lock = threading.RLock()
         self._current: ModelVersion | None = None
         self._current_loaded = False
+        self.clock: Callable[[], float] = time.time  # tests set a fake clock (superseded-at times)
 
     # -- project info ----------------------------------------------------------------------------
     def save_info(self, info: dict) -> None:
@@ -177,11 +181,31 @@ class ProjectStore:
             centres=[int(c) for c in queue.get("centres", [])], head=head, trajectory=traj, meta=meta)
 
     def set_current(self, v: ModelVersion) -> None:
-        """Make `v` the serving version (after it was fully pushed); mark it as pushed for fallbacks."""
+        """Make `v` the serving version (after it was fully pushed); mark it as pushed for fallbacks.
+
+        The version it replaces is recorded as superseded now: its predictions are deleted only
+        OLD_VERSIONS_GRACE_S later (disal.labelstudio.plan_version_cleanup).
+        """
         with self._lock:
-            atomic_write_json(self.versions_dir / v.name / "pushed.json", {"at": time.time()})
-            atomic_write_json(self.dir / "current.json", {"version": v.name, "at": time.time()})
+            now = self.clock()
+            previous = (read_json(self.dir / "current.json", {}) or {}).get("version")
+            atomic_write_json(self.versions_dir / v.name / "pushed.json", {"at": now})
+            atomic_write_json(self.dir / "current.json", {"version": v.name, "at": now})
             self._current, self._current_loaded = v, True
+            if previous and previous != v.name:
+                ledger = self.load_superseded()
+                ledger.setdefault(previous, now)
+                self.save_superseded(ledger)
+
+    # -- when each version stopped being current (lagged deletion of its predictions) -------------
+    def load_superseded(self) -> dict[str, float]:
+        """{version name: unix time it stopped being current}."""
+        raw = read_json(self.dir / "superseded.json", {}) or {}
+        return {str(k): float(v) for k, v in raw.items()}
+
+    def save_superseded(self, ledger: dict[str, float]) -> None:
+        with self._lock:
+            atomic_write_json(self.dir / "superseded.json", {str(k): float(v) for k, v in ledger.items()})
 
     def pushed_versions(self) -> list[str]:
         """Versions that once served (their push succeeded), oldest first."""

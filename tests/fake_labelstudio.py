@@ -62,9 +62,12 @@ class FakeLabelStudio:
     _next_ids: dict = field(default_factory=lambda: {"ann": 1000, "pred": 1, "view": 1})
 
     def __post_init__(self) -> None:
+        # the training toggle is ON here, as the demo and the e2e projects create it ("Start model training
+        # on annotation submission"; Label Studio's own default is off); tests of the off case turn it off
         self.project = {"id": self.project_id, "title": "Fake", "label_config": self.label_config,
                         "model_version": "", "sampling": "Sequential sampling",
-                        "created_at": "2026-01-01T00:00:00Z"}
+                        "created_at": "2026-01-01T00:00:00Z", "start_training_on_annotation_update": True,
+                        "min_annotations_to_start_training": 1}
         self.webhooks = [{"id": 7, "project": self.project_id, "url": f"{BACKEND_URL}/webhook",
                           "send_for_all_actions": True, "headers": {}, "is_active": True}]
 
@@ -162,6 +165,8 @@ class FakeLabelStudio:
                 return httpx.Response(200, json=self.project)
             if path == f"/api/projects/{pid}/" and m == "PATCH":
                 self.project.update(body or {})
+                if "start_training_on_annotation_update" in (body or {}):  # as 1.23's serializer stores it
+                    self.project["min_annotations_to_start_training"] = int(body["start_training_on_annotation_update"])
                 return httpx.Response(200, json=self.project)
             if re.fullmatch(r"/api/projects/\d+/", path):
                 return httpx.Response(404, json={"detail": "Not found."})
@@ -187,6 +192,20 @@ class FakeLabelStudio:
                 if task is None:
                     return httpx.Response(404, json={"detail": "Not found."})
                 return httpx.Response(200, json=self._serialize_task(task))
+            if (ma := re.fullmatch(r"/api/tasks/(\d+)/annotations/?", path)) and m == "POST":
+                # what the labeling UI's Submit sends: parent_prediction = the prediction the task opened with
+                task = self.tasks.get(int(ma.group(1)))
+                if task is None:
+                    return httpx.Response(404, json={"detail": "Not found."})
+                parent = (body or {}).get("parent_prediction")
+                if parent is not None and all(p["id"] != parent for p in self.predictions):
+                    return httpx.Response(400, json={"parent_prediction": [
+                        f'Invalid pk "{parent}" - object does not exist.']})
+                self._next_ids["ann"] += 1
+                ann = {"id": self._next_ids["ann"], "result": body.get("result") or [], "was_cancelled": False,
+                       "parent_prediction": parent, "updated_at": "2026-01-01T00:00:00Z"}
+                task["annotations"].append(ann)
+                return httpx.Response(201, json=ann)
             if path == f"/api/projects/{pid}/import/predictions" and m == "POST":
                 for p in body:
                     if p["task"] not in self.tasks:

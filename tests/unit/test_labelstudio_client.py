@@ -128,10 +128,47 @@ def test_model_version_patch_and_old_version_cleanup(fake):
         c.import_predictions(1, [{"task": 1, "result": [], "score": 0.0, "model_version": v}])
     c.set_model_version(1, "disal-0002-b")
     assert fake.project["model_version"] == "disal-0002-b"
-    assert c.delete_old_versions(1, keep="disal-0002-b") == ["disal-0001-a"]
+    plan = c.delete_old_versions(1, keep="disal-0002-b", grace_s=0.0)  # no grace: every older version goes
+    assert plan.delete == ["disal-0001-a"]
     assert sorted(c.list_model_versions(1)) == ["disal-0002-b", "other-backend-v1"]  # others' versions stay
     deletes = fake.calls("DELETE", r"/api/projects/1/model-versions/")
     assert deletes[0][2] == {"model_version": "disal-0001-a"}
+
+
+def test_old_versions_are_deleted_only_after_their_grace(fake):
+    """Lagged deletion: a version superseded less than grace_s ago keeps its predictions (an open task's
+    Submit refers to one of them); a version the ledger does not know counts as superseded when first seen."""
+    c, _ = client(fake)
+    for v in ("disal-0001-a", "disal-0002-b", "disal-0003-c", "other-backend-v1"):
+        c.import_predictions(1, [{"task": 1, "result": [], "score": 0.0, "model_version": v}])
+    ledger = {"disal-0001-a": 1000.0, "disal-0002-b": 1500.0, "disal-0009-gone": 10.0}
+    saved = []
+    plan = c.delete_old_versions(1, keep="disal-0003-c", superseded=ledger, now=1700.0, grace_s=600.0,
+                                 on_plan=saved.append)
+    assert plan.delete == ["disal-0001-a"]  # superseded 700 s ago > 600 s
+    assert plan.waiting == {"disal-0002-b": pytest.approx(400.0)}  # 200 s ago: 400 s of grace left
+    assert saved == [plan]  # handed over before any deletion
+    assert plan.superseded == {"disal-0001-a": 1000.0, "disal-0002-b": 1500.0}  # unlisted versions leave the ledger
+    assert sorted(c.list_model_versions(1)) == ["disal-0002-b", "disal-0003-c", "other-backend-v1"]
+
+    # disal-0002-b's grace ends at 2100: not at 2100 itself (superseded MORE than grace ago), just after
+    assert c.delete_old_versions(1, keep="disal-0003-c", superseded=plan.superseded, now=2100.0,
+                                 grace_s=600.0).delete == []
+    assert c.delete_old_versions(1, keep="disal-0003-c", superseded=plan.superseded, now=2100.5,
+                                 grace_s=600.0).delete == ["disal-0002-b"]
+    assert sorted(c.list_model_versions(1)) == ["disal-0003-c", "other-backend-v1"]  # the current one never goes
+
+
+def test_a_version_the_ledger_does_not_know_waits_a_whole_grace_from_first_sight(fake):
+    c, _ = client(fake)
+    for v in ("disal-0001-a", "disal-0002-b"):
+        c.import_predictions(1, [{"task": 1, "result": [], "score": 0.0, "model_version": v}])
+    first = c.delete_old_versions(1, keep="disal-0002-b", superseded={}, now=5000.0, grace_s=60.0)
+    assert first.delete == [] and first.superseded == {"disal-0001-a": 5000.0}
+    assert c.delete_old_versions(1, keep="disal-0002-b", superseded=first.superseded, now=5059.0,
+                                 grace_s=60.0).delete == []
+    assert c.delete_old_versions(1, keep="disal-0002-b", superseded=first.superseded, now=5061.0,
+                                 grace_s=60.0).delete == ["disal-0001-a"]
 
 
 def test_queue_view_is_created_once(fake):
