@@ -22,9 +22,10 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# "encoding": the frozen encoder embeds texts (n/N texts); at a cold start this is most of the job,
+# "fetching": reading tasks from Label Studio (n/N tasks); "encoding": the frozen encoder embeds
+# texts (n/N texts); at a cold start this is most of the job,
 # and a first queue over the texts encoded so far is pushed while it goes on (disal.training_job)
-STATES = ("idle", "queued", "encoding", "training", "scoring", "pushing", "tidying")
+STATES = ("idle", "queued", "fetching", "encoding", "training", "scoring", "pushing", "tidying")
 
 
 @dataclass
@@ -158,7 +159,7 @@ class ProjectWorker:
                     return
                 request, self.pending = self.pending, None
                 self.running = request
-                self.info["state"] = "training" if request.train or request.initial else "scoring"
+                self.info["state"] = "fetching" if request.train or request.initial else "scoring"
             self._on_change()
             self._run(request)
             with self.cond:

@@ -67,6 +67,8 @@ def ensure_connected(c: httpx.Client, pid: int, backend_url: str) -> None:
 
 
 def wait_for_queue(backend: BackendServer, pid: int, timeout: float) -> dict:
+    """Until the first queue is live: the whole one, or on a big pool the first partial one (the
+    backend pushes it after FIRST_QUEUE_SECONDS of encoding and refines it in the background)."""
     t0, last, last_print = time.time(), None, 0.0
     while time.time() - t0 < timeout:
         h = httpx.get(backend.url + "/health", timeout=10).json().get("projects", {}).get(str(pid), {})
@@ -77,7 +79,7 @@ def wait_for_queue(backend: BackendServer, pid: int, timeout: float) -> dict:
             count = f" {p.get('done')}/{p.get('total')}" if p.get("total") else ""
             print(f"  backend: {h.get('state')}{count}", flush=True)
             last, last_print = h.get("state"), time.time()
-        if h.get("model_version") and h.get("state") == "idle":
+        if h.get("model_version") and (h.get("state") == "idle" or h.get("partial")):
             return h
         time.sleep(1)
     raise SystemExit(f"no queue was pushed within {timeout:.0f}s; see {backend.log}")
@@ -120,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             pid, _ = find_or_create_project(c, args.tasks)
             ensure_connected(c, pid, backend.url)
         h = wait_for_queue(backend, pid, timeout=900)
+        part = h.get("partial")
+        refining = (f"  The queue covers the {part['queue_over']:,} of {part['total']:,} tasks encoded so far; it "
+                    f"refines in the background (tasks not encoded yet sort last).\n") if part else ""
         print(f"\nready in {time.time() - t0:.0f}s: the queue ({h.get('model_version')}, "
               f"{'cold start: CoreSet over embeddings' if h.get('cold_start') else 'DISAL'}) is pushed.\n"
+              f"{refining}"
               f"  open   {ls.url}/projects/{pid}/data\n"
               f"  login  {ls.username} / {ls.password}\n"
               f"  then   'Label All Tasks' (uncertainty sampling serves the queue) or the 'DISAL queue' tab.\n"
