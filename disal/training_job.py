@@ -565,7 +565,7 @@ class TrainingJob:
         t0 = time.time()
         steps = []
         if s.delete_old_versions:
-            steps.append(("delete old versions", lambda: ls.delete_old_versions(project_id, keep=version.name)))
+            steps.append(("delete old versions", lambda: self.delete_superseded(project_id, store, ls, version)))
         steps.append(("ensure the DISAL queue view", lambda: ls.ensure_queue_view(project_id)))
         extra = store.load_info().get("extra_params") or {}
         if s.use_uncertainty_sampling or str(extra.get("use_uncertainty_sampling", "")).lower() in ("1", "true", "yes"):
@@ -573,15 +573,36 @@ class TrainingJob:
         warnings = []
         for what, fn in steps:
             try:
-                out = fn()
-                if what == "delete old versions" and out:
-                    log.info("project %s: deleted predictions of %s", project_id, ", ".join(out))
+                fn()
             except LabelStudioError as exc:
                 warnings.append(f"{what}: {exc}")
                 log.error("project %s: could not %s: %s", project_id, what, exc)
                 self._error("tidy")
         self._observe("tidy", t0)
         return warnings
+
+    def delete_superseded(self, project_id: int, store: ProjectStore, ls: LabelStudioClient,
+                          current: ModelVersion) -> list[str]:
+        """Delete the predictions of versions superseded more than OLD_VERSIONS_GRACE_S ago; returns them.
+
+        Why not every older version at once: a task open in Label Studio's UI was started from a
+        prediction of the version current when it opened, and Label Studio refuses its Submit (400
+        parent_prediction) once that prediction is gone. The superseded-at ledger lives in the store
+        (superseded.json), so a restart keeps the grace; it is saved before anything is deleted.
+        """
+        grace = self.settings.old_versions_grace_s
+        plan = ls.delete_old_versions(project_id, keep=current.name, superseded=store.load_superseded(),
+                                      now=store.clock(), grace_s=grace,
+                                      on_plan=lambda p: store.save_superseded(p.superseded))
+        if plan.delete:  # all deleted (a failure raises above and leaves them due in the saved ledger)
+            store.save_superseded({k: t for k, t in plan.superseded.items() if k not in plan.delete})
+            log.info("project %s: deleted predictions of %d version(s) superseded over %.0fs ago: %s", project_id,
+                     len(plan.delete), grace, ", ".join(plan.delete))
+        if plan.waiting:
+            log.info("project %s: keeping predictions of %d superseded version(s) for open tasks; next deletion "
+                     "in %.0fs (OLD_VERSIONS_GRACE_S=%.0f)", project_id, len(plan.waiting),
+                     min(plan.waiting.values()), grace)
+        return plan.delete
 
     # -- new tasks -------------------------------------------------------------------------------
     def score_new_tasks(self, project_id: int, request: JobRequest, ctx: JobContext, store: ProjectStore,
