@@ -337,7 +337,8 @@ class DisalModel:
                 tasks = data.get("tasks")
                 if not isinstance(tasks, list):
                     raise RequestError(400, "TASKS_CREATED: 'tasks' must be a list")
-                payloads = {int(t["id"]): t for t in tasks if isinstance(t, dict) and isinstance(t.get("id"), int)}
+                payloads = {int(t["id"]): t for t in tasks
+                            if isinstance(t, dict) and type(t.get("id")) is int and t["id"] > 0}  # not True, not -1
                 if len(payloads) != len(tasks):
                     raise RequestError(400, "TASKS_CREATED: every task needs an integer 'id'")
                 req = JobRequest(new_task_ids=set(payloads), new_tasks=payloads, reasons={event: 1})

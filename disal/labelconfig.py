@@ -62,6 +62,9 @@ def parse_label_config(xml: str) -> LabelSpec:
 
     if not isinstance(xml, str) or not xml.strip():
         raise UnsupportedConfigError(f"the label config is empty; supported: {SUPPORTED}")
+    if re.search(r"<!\s*(DOCTYPE|ENTITY)", xml, re.IGNORECASE):  # entity expansion costs seconds of CPU
+        raise UnsupportedConfigError("the label config declares a DTD or entities (<!DOCTYPE>/<!ENTITY>), which "
+                                     f"Label Studio configs never use; supported: {SUPPORTED}")
     try:
         li = LabelInterface(xml)
     except Exception as exc:  # noqa: BLE001 - the SDK raises several XML error types
