@@ -2,8 +2,8 @@
 
 Against the MockTransport Label Studio with the hashing encoder. FIRST_QUEUE_SECONDS=0 makes the
 first push come after the first encoding chunk (4 batches), so the stages are deterministic:
-ENCODE_BATCH_SIZE=1 -> chunks of 4 texts until the first push, then 16; REFINE_GROWTH=4 -> pushes
-at 4 and 20 encoded pool tasks, then the whole pool of 40.
+ENCODE_BATCH_SIZE=1 -> chunks of 4 texts; REFINE_GROWTH=4 -> pushes at 4 and 16 encoded pool
+tasks, then the whole pool of 40.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def test_first_round_pushes_partial_queues_at_growing_sizes_then_the_whole_pool(
     assert len(versions) == 3, versions
     store = model.store(1)
     metas = [store.load_version(v).meta for v in versions]
-    assert [m.get("partial") for m in metas] == [{"encoded": 4, "total": 40}, {"encoded": 20, "total": 40}, None]
-    assert [m["pool"] for m in metas] == [4, 20, 40]
+    assert [m.get("partial") for m in metas] == [{"encoded": 4, "total": 40}, {"encoded": 16, "total": 40}, None]
+    assert [m["pool"] for m in metas] == [4, 16, 40]
     imported = imported_tasks(fake)
     # each queue holds exactly the tasks encoded when it was pushed, and each refines the one before
     for v, m in zip(versions, metas):
@@ -143,7 +143,7 @@ def test_tasks_not_encoded_yet_have_no_prediction_and_health_says_the_queue_is_p
 def test_an_annotation_during_the_first_round_gets_a_trained_queue_before_the_pool_is_encoded(backend_with, fake):
     """The first round hands over to the waiting retrain after its first push: the retrain trains on the
     new labels, pushes over the cached features at once, and finishes encoding the pool itself."""
-    adapter = CountingAdapter(hold_after=8)  # the first push (4 tasks) went out; stage two's 16-text chunk holds
+    adapter = CountingAdapter(hold_after=8)  # the first push (4 tasks) went out, 4 more encoded; the next chunk holds
     client, model = backend_with(adapter_factory=lambda: adapter, **PROGRESSIVE)
     assert client.post("/setup", json=setup_payload(fake)).status_code == 200
     assert adapter.holding.wait(30)
@@ -168,8 +168,8 @@ def test_an_annotation_during_the_first_round_gets_a_trained_queue_before_the_po
     head_at = next(i for i, (k, _) in enumerate(kinds) if k == "head")
     assert all(k == "coldstart" and p for k, p in kinds[:head_at]), "the first round stopped before the whole pool"
     assert head_at == 1, "the first round handed over after its first push, without a push of its own"
-    # the retrain pushed at once over the 20 cached texts (plus a labeled task's, if it was not among them)
-    assert 20 <= kinds[head_at][1]["encoded"] <= 22 and kinds[head_at][1]["total"] == 40
+    # the retrain pushed at once over the 12 cached texts (plus the labeled tasks' if they were not among them)
+    assert 12 <= kinds[head_at][1]["encoded"] <= 14 and kinds[head_at][1]["total"] == 40
     assert kinds[-1] == ("head", None)
     final = store.current()
     assert final.name == versions[-1] == fake.project["model_version"] and set(final.labels) == {1, 2}
