@@ -35,6 +35,7 @@ from disal.server import RequestError
 from disal.state import ProjectStore
 from disal.training.head import HeadConfig
 from disal.training_job import COLDSTART_NOTE, Encoder, TrainingJob, partial_note, partial_of
+from disal.training_job import TRAINING_OFF_NOTE
 
 log = logging.getLogger("disal.model")
 
@@ -376,6 +377,11 @@ class DisalModel:
                     entry["partial"] = {"encoded": encoded, "total": partial["total"], "queue_over": partial["encoded"]}
                     note = partial_note(encoded, partial["total"])
                     entry["note"] = f"{note}; {entry['note']}" if entry.get("note") else note
+            if pid in self.job.training_toggle:  # Label Studio's training toggle, as the last job read it
+                on = self.job.training_toggle[pid]
+                entry["training_on_annotation"] = on
+                if on is False:
+                    entry["training_note"] = TRAINING_OFF_NOTE.format(id=pid)
             if job.get("last_error"):
                 entry["error"] = job["last_error"]["error"]
             projects[str(pid)] = entry

@@ -213,7 +213,8 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
     try:
         wpid = worker_pid(backend.proc.pid)
         c = ls.client(timeout=600)
-        pid = c.post("/api/projects/", json={"title": f"bench {n}", "label_config": config}).json()["id"]
+        pid = c.post("/api/projects/", json={"title": f"bench {n}", "label_config": config,
+                                             "start_training_on_annotation_update": True}).json()["id"]
         t0 = time.time()
         for s in range(0, n, 2000):
             r = c.post(f"/api/projects/{pid}/import", json=[{"text": t, "source_label": y}

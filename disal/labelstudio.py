@@ -110,6 +110,23 @@ def plan_version_cleanup(listed: Iterable[str], current: str, superseded: dict[s
 
 
 
+def training_on_annotation(project: dict) -> bool | None:
+    """Label Studio's "Start model training on annotation submission" toggle (project Settings > Model).
+
+    1.23 keeps it as the project's `min_annotations_to_start_training` (0 = off; the toggle writes 1)
+    and serializes it as `start_training_on_annotation_update`. While it is on, Label Studio itself
+    calls the ML backend's train (a START_TRAINING webhook) after every Nth annotation. None: the
+    project carries neither field, so we cannot tell.
+    """
+    flag = project.get("start_training_on_annotation_update")
+    if isinstance(flag, bool):
+        return flag
+    n = project.get("min_annotations_to_start_training")
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n > 0
+    return None
+
+
 def basic_auth_header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 

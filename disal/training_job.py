@@ -33,7 +33,7 @@ import numpy as np
 from .config import Settings
 from .jobs import JobContext, JobRequest
 from .labelconfig import LabelSpec, TaskTextError, parse_label_config, task_label, task_text
-from .labelstudio import LabelStudioClient, LabelStudioError
+from .labelstudio import LabelStudioClient, LabelStudioError, training_on_annotation
 from .learning_curve import LearningCurve, loo_accuracy
 from .metrics import Metrics
 from .queue import predictions_for, priorities_from_selection, priority_from_reference, top_of_queue
@@ -45,6 +45,13 @@ from .strategies.influence import probabilities
 from .training.head import HeadConfig, head_logits, train_head
 
 log = logging.getLogger(__name__)
+
+TRAINING_OFF_NOTE = ("not retrained on annotations: Label Studio's \"Start model training on annotation "
+                     "submission\" is off for this project. Turn it on in the project's Settings > Model (API: "
+                     "PATCH /api/projects/{id}/ {{\"start_training_on_annotation_update\": true}}), or retrain now "
+                     "with Start Training on the model card. New tasks are still scored with the current version.")
+TRAINING_UNKNOWN_NOTE = ("Label Studio's project carries no start_training_on_annotation_update field, so whether "
+                         "its training toggle is on is unknown: retraining on every annotation")
 
 COLDSTART_NOTE = ("cold start: fewer than 2 classes labeled ({n} so far), so there is no classifier yet; "
                   "the queue is ordered by CoreSet diversity over the pretrained encoder's embeddings")
@@ -240,6 +247,9 @@ class TrainingJob:
         self.metrics = metrics
         self.head_config = head_config or HeadConfig()
         self.webhook_ok: set[int] = set()  # projects whose webhook was seen carrying our basic auth
+        # project id -> Label Studio's training toggle as the last job read it (None: the project has no such
+        # field); /health shows it with the note of why annotations did not retrain
+        self.training_toggle: dict[int, bool | None] = {}
         # a served head is shared by request threads; BALD's MC dropout flips it to train mode for a
         # moment, so head computations on a served version take turns (each takes milliseconds)
         self._head_lock = threading.Lock()
@@ -270,6 +280,7 @@ class TrainingJob:
         self.ensure_webhook_auth(project_id, store, ls, warnings)
         summary: dict = {"outcome": "nothing to do"}
         current = store.current()
+        self.respect_training_toggle(project_id, project, request, ctx, summary, warnings)
         if request.new_task_ids and current is not None and not current.priority:
             # the last queue was empty (no tasks yet): build a whole queue rather than placing tasks in nothing
             request.train = request.force = True
@@ -285,6 +296,29 @@ class TrainingJob:
             self.ensure_webhook_auth(project_id, store, ls, warnings)
         summary["warnings"] = warnings + summary.get("warnings", [])
         return summary
+
+    def respect_training_toggle(self, project_id: int, project: dict, request: JobRequest, ctx: JobContext,
+                                summary: dict, warnings: list[str]) -> None:
+        """Annotation events retrain only while the project's "Start model training on annotation
+        submission" toggle is on; START_TRAINING (the Start Training button) always trains.
+
+        Why read it here: the job fetches the project anyway, so a toggle flipped in the UI takes effect
+        at the next event. Label Studio itself, with the toggle on, sends START_TRAINING after every
+        annotation (tasks/models.py update_ml_backend); the webhook's annotation events say the same.
+        """
+        on = training_on_annotation(project)
+        self.training_toggle[project_id] = on
+        if on is None:
+            warnings.append(TRAINING_UNKNOWN_NOTE)
+            return
+        if on or not request.train or "START_TRAINING" in request.reasons:
+            return
+        request.train = False
+        note = TRAINING_OFF_NOTE.format(id=project_id)
+        events = ", ".join(f"{k} x{v}" for k, v in sorted(request.reasons.items()) if k != "TASKS_CREATED")
+        summary.update(outcome="not retrained: training on annotation is off in Label Studio", note=note)
+        ctx.note(note)
+        log.info("project %s: %s (events: %s)", project_id, note, events)
 
     def ensure_webhook_auth(self, project_id: int, store: ProjectStore, ls: LabelStudioClient,
                             warnings: list[str]) -> None:

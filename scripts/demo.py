@@ -41,6 +41,9 @@ def label_config(classes: list[str]) -> str:
 def find_or_create_project(c: httpx.Client, n_tasks: int) -> tuple[int, bool]:
     for p in c.get("/api/projects/", params={"page_size": 100}).json()["results"]:
         if p["title"] == TITLE:
+            if not p.get("start_training_on_annotation_update"):  # the user's choice (or an older demo's project)
+                print("note: this project's \"Start model training on annotation submission\" is off, so annotations "
+                      "do not retrain; turn it on in the project's Settings > Model", flush=True)
             return p["id"], False
     from disal.data import load_bbc
 
@@ -48,7 +51,10 @@ def find_or_create_project(c: httpx.Client, n_tasks: int) -> tuple[int, bool]:
     n = min(n_tasks, len(ds.train_texts))
     pid = c.post("/api/projects/", json={"title": TITLE, "label_config": label_config(ds.classes),
                                          "description": "Tasks ordered by DISAL: open the 'DISAL queue' tab "
-                                                        "or press Label All Tasks."}).json()["id"]
+                                                        "or press Label All Tasks.",
+                                         # Settings > Model "Start model training on annotation submission":
+                                         # the backend retrains on annotations only while it is on
+                                         "start_training_on_annotation_update": True}).json()["id"]
     tasks = [{"text": ds.train_texts[i], "source_label": ds.classes[int(ds.train_labels[i])]} for i in range(n)]
     r = c.post(f"/api/projects/{pid}/import", json=tasks)
     r.raise_for_status()

@@ -45,7 +45,8 @@ def project(label_studio, backend):
     cfg = ('<View><Text name="text" value="$text"/><Choices name="topic" toName="text" choice="single">'
            + "".join(f'<Choice value="{c}"/>' for c in ds.classes) + "</Choices></View>")
     with label_studio.client() as c:
-        pid = c.post("/api/projects/", json={"title": "BBC News e2e", "label_config": cfg}).json()["id"]
+        pid = c.post("/api/projects/", json={"title": "BBC News e2e", "label_config": cfg,
+                                             "start_training_on_annotation_update": True}).json()["id"]
         r = c.post(f"/api/projects/{pid}/import",
                    json=[{"text": ds.train_texts[i], "gold": ds.classes[int(ds.train_labels[i])]} for i in idx])
         assert r.status_code == 201, r.text

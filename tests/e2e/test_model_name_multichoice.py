@@ -35,7 +35,8 @@ def test_multiple_choice_project_on_a_model_name_encoder(label_studio, tiny_back
     cfg = ('<View><Text name="text" value="$text"/><Choices name="tags" toName="text" choice="multiple">'
            + "".join(f'<Choice value="{c}"/>' for c in classes) + "</Choices></View>")
     with label_studio.client() as c:
-        r = c.post("/api/projects/", json={"title": "multi-label e2e (MODEL_NAME)", "label_config": cfg})
+        r = c.post("/api/projects/", json={"title": "multi-label e2e (MODEL_NAME)", "label_config": cfg,
+                                           "start_training_on_annotation_update": True})  # annotations retrain
         assert r.status_code == 201, r.text
         pid = r.json()["id"]
         rows = [{"text": ds.train_texts[i]} for i in range(N_TASKS)]

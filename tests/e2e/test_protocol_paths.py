@@ -68,7 +68,8 @@ def project(label_studio, backend, bbc):
     """A second project (text field `body`, control `section`), connected with basic auth, first queue pushed."""
     classes, rows = bbc
     with label_studio.client() as c:
-        r = c.post("/api/projects/", json={"title": "BBC News e2e protocol", "label_config": label_config(classes)})
+        r = c.post("/api/projects/", json={"title": "BBC News e2e protocol", "label_config": label_config(classes),
+                                           "start_training_on_annotation_update": True})  # annotations retrain
         assert r.status_code == 201, r.text
         pid = r.json()["id"]
         r = c.post(f"/api/projects/{pid}/import", json=rows[:N_TASKS])

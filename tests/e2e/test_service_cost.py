@@ -50,7 +50,8 @@ def test_push_top_k_queue_in_label_studio_serves_and_sorts_the_pushed_head_first
     try:
         with label_studio.client() as c:
             pid = c.post("/api/projects/", json={"title": "push top k",
-                                                 "label_config": service_cost.label_config(classes)}).json()["id"]
+                                                 "label_config": service_cost.label_config(classes),
+                                                 "start_training_on_annotation_update": True}).json()["id"]
             c.post(f"/api/projects/{pid}/import", json=[{"text": t, "source_label": y}
                                                         for t, y in zip(texts, labels)]).raise_for_status()
             tasks = c.get("/api/tasks/", params={"project": pid, "page_size": 100}).json()["tasks"]
