@@ -122,3 +122,31 @@ def test_restart_with_the_real_encoder_serves_and_retrains(tmp_path, fake, tiny_
         assert v.name != version and 7 in v.labels and v.labels[1]["round"] == 2 and v.labels[7]["round"] == 3
     finally:
         model2.close()
+
+
+def test_real_encoder_first_round_pushes_a_partial_queue_then_the_whole_pool(tmp_path, fake, tiny_model_dir):
+    """FIRST_QUEUE_SECONDS=0 with 8-text batches: a first queue over the first 32 encoded tasks (a
+    random sample of the pool), then the whole pool; both real CoreSet queues of the real encoder."""
+    client, model, _ = real_backend(tmp_path, fake, tiny_model_dir, first_queue_seconds=0, encode_batch_size=8)
+    try:
+        assert client.post("/setup", json=setup_payload(fake)).status_code == 200
+        assert model.jobs.wait_idle(1, 120)
+        versions = [b["model_version"] for _, _, b in fake.calls("PATCH", r"/api/projects/1/")
+                    if isinstance(b, dict) and "model_version" in b]
+        store = model.store(1)
+        first, last = store.load_version(versions[0]), store.load_version(versions[-1])
+        assert len(versions) == 2 and first.meta["partial"] == {"encoded": 32, "total": 60}
+        assert "partial" not in last.meta and set(last.priority) == set(fake.tasks)
+        assert sorted(first.priority) != list(range(1, 33)), "the first queue samples the pool, not its first ids"
+        imported = {}
+        for _, _, body in fake.calls("POST", r"/api/projects/1/import/predictions"):
+            for p in body:
+                imported.setdefault(p["model_version"], {})[p["task"]] = p["score"]
+        assert set(imported[first.name]) == set(first.priority)
+        for v in (first, last):  # each a strict rank order over what it covers
+            scores = sorted(imported[v.name].values())
+            assert scores[0] == 0.0 and scores[-1] == 1.0 and len(set(scores)) == len(scores)
+        assert set(first.centres) <= set(first.priority)  # CoreSet centres among the encoded tasks
+        assert len(model.encoder.cache) == 60 and model.store(1).current().name == last.name
+    finally:
+        model.close()
