@@ -15,7 +15,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SUPPORTED = ("one <Choices> control (choice=\"single\", \"single-radio\" or \"multiple\") over one <Text> "
-             "object whose value is a task data field, e.g. <Text name=\"text\" value=\"$text\"/>")
+             "object whose value is a task data field, e.g. <Text name=\"text\" value=\"$text\"/>, and optionally "
+             "<TextArea name=\"disal_note\"> over the same <Text>, where the backend writes its note")
+
+# The optional control the labeling screen shows the model's note in (its guess with its probability, and
+# what the prediction score means): Label Studio 1.23 displays no per-result score for a whole-task
+# <Choices>, and renders the prediction score as a percentage (disal.queue.model_note).
+NOTE_CONTROL = "disal_note"
 
 
 class UnsupportedConfigError(ValueError):
@@ -39,6 +45,7 @@ class LabelSpec:
     value_field: str  # the task data key the <Text> reads ($text -> "text")
     labels: tuple[str, ...]
     multi_label: bool
+    note_from_name: str | None = None  # the <TextArea name="disal_note"> that shows the model's note, if any
 
     @property
     def num_labels(self) -> int:
@@ -49,11 +56,12 @@ class LabelSpec:
 
     def as_dict(self) -> dict:
         return {"from_name": self.from_name, "to_name": self.to_name, "value_field": self.value_field,
-                "labels": list(self.labels), "multi_label": self.multi_label}
+                "labels": list(self.labels), "multi_label": self.multi_label, "note_from_name": self.note_from_name}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LabelSpec":
-        return cls(d["from_name"], d["to_name"], d["value_field"], tuple(d["labels"]), bool(d["multi_label"]))
+        return cls(d["from_name"], d["to_name"], d["value_field"], tuple(d["labels"]), bool(d["multi_label"]),
+                   d.get("note_from_name"))  # versions saved before the note control existed have none
 
 
 def parse_label_config(xml: str) -> LabelSpec:
@@ -71,7 +79,8 @@ def parse_label_config(xml: str) -> LabelSpec:
         raise UnsupportedConfigError(f"the label config is not valid XML ({exc}); supported: {SUPPORTED}") from None
     controls = list(li.controls)
     choices = [c for c in controls if c.tag.lower() == "choices"]
-    others = sorted({c.tag for c in controls if c.tag.lower() != "choices"})
+    notes = [c for c in controls if c.tag.lower() == "textarea" and c.name == NOTE_CONTROL]
+    others = sorted({c.tag for c in controls if c.tag.lower() != "choices" and c not in notes})
     if others:
         raise UnsupportedConfigError(f"control tag(s) {', '.join(others)} are not supported; supported: {SUPPORTED}")
     if len(choices) != 1:
@@ -97,7 +106,13 @@ def parse_label_config(xml: str) -> LabelSpec:
     mode = str(ctrl.attr.get("choice", "single")).lower()
     if mode not in ("single", "single-radio", "multiple"):
         raise UnsupportedConfigError(f"<Choices choice={mode!r}> is not supported; supported: {SUPPORTED}")
-    return LabelSpec(ctrl.name, obj.name, value[1:], labels, mode == "multiple")
+    note = None
+    if notes:
+        if list(notes[0].to_name or []) != [obj.name]:
+            raise UnsupportedConfigError(f"<TextArea name=\"{NOTE_CONTROL}\"> must have toName=\"{obj.name}\", "
+                                         f"the <Text> the choices label; supported: {SUPPORTED}")
+        note = notes[0].name
+    return LabelSpec(ctrl.name, obj.name, value[1:], labels, mode == "multiple", note)
 
 
 def task_text(task: dict, spec: LabelSpec, max_chars: int) -> str:

@@ -11,6 +11,15 @@ aware strategies (CoreSet, BADGE) report scores whose only meaning is their orde
 choice and its probability travel in the prediction `result` (and are empty at cold start, when no
 classifier exists yet).
 
+What a person sees (Label Studio 1.23's labeling screen, libs/editor AnnotationButton.tsx and
+OutlinerTree.tsx): the prediction tab reads "<model_version, cut to 8...6 characters> · <score x 100>%"
+with a "Prediction Score" tooltip, so the priority reads like a confidence ("0.00%" = first in the
+queue). The per-result `score` (the choice's probability) is rendered only for regions, never for a
+whole-task <Choices>. So where the config has `<TextArea name="disal_note">` over the same <Text>,
+each prediction also fills it with `model_note`: the guess with its probability and what the tab's
+percentage means. An annotator reads it on the screen; it is saved with the annotation, never
+trained on (only the <Choices> control is read).
+
 A task scored later (TASKS_CREATED, /predict on a task outside the pool) is placed into the current
 queue by its raw score: priority = fraction of the pool whose raw score is higher. Same scale, same
 direction, no re-push of the whole pool.
@@ -83,14 +92,31 @@ def choice_result(spec: LabelSpec, probs: np.ndarray) -> tuple[list[dict], float
     return result, conf
 
 
+def model_note(spec: LabelSpec, priority: float, probs: np.ndarray | None) -> str:
+    """What `<TextArea name="disal_note">` shows: the model's guess with its probability, and what the
+    percentage on the prediction tab (Label Studio renders `score` x 100) means for this task."""
+    place = (f"the prediction's {priority * 100:.2f}% is this task's place in the DISAL queue "
+             "(0% = labeled first), not a confidence")
+    if probs is None:
+        return f"no model yet (cold start: fewer than 2 classes labeled) · {place}"
+    result, _ = choice_result(spec, probs)
+    p, index = np.asarray(probs, dtype=np.float64), spec.index()
+    guess = ", ".join(f"{c} {p[index[c]]:.0%}" for c in result[0]["value"]["choices"])
+    return f"model's guess: {guess} · {place}"
+
+
 def prediction_for(task_id: int | None, spec: LabelSpec, priority: float, version: str,
                    probs: np.ndarray | None) -> dict:
-    """One prediction dict: `score` = queue priority (lower = label first); result = predicted choice."""
+    """One prediction dict: `score` = queue priority (lower = label first); result = predicted choice
+    (its `score` = its probability), plus the model's note where the config has a disal_note TextArea."""
     if not np.isfinite(priority):
         raise ValueError(f"task {task_id}: priority {priority} is not finite")
     result: list[dict] = []
     if probs is not None:
         result, _ = choice_result(spec, probs)
+    if spec.note_from_name:
+        result.append({"from_name": spec.note_from_name, "to_name": spec.to_name, "type": "textarea",
+                       "value": {"text": [model_note(spec, priority, probs)]}})
     pred = {"result": result, "score": float(priority), "model_version": version}
     if task_id is not None:
         pred["task"] = int(task_id)

@@ -35,7 +35,11 @@ def label_config(classes: list[str]) -> str:
     choices = "".join(f'<Choice value="{c}"/>' for c in classes)
     return (f'<View><Header value="Which section of BBC News is this article from?"/>'
             f'<Text name="text" value="$text"/>'
-            f'<Choices name="topic" toName="text" choice="single" showInline="true">{choices}</Choices></View>')
+            f'<Choices name="topic" toName="text" choice="single" showInline="true">{choices}</Choices>'
+            # the backend's note: the pre-selected choice's probability and what the prediction's % means
+            # (Label Studio shows neither for a whole-task <Choices>; disal.queue.model_note)
+            f'<Header value="Model note (DISAL backend)" size="6"/>'
+            f'<TextArea name="disal_note" toName="text" rows="2"/></View>')
 
 
 def find_or_create_project(c: httpx.Client, n_tasks: int) -> tuple[int, bool]:

@@ -102,3 +102,36 @@ def test_top_of_queue_takes_the_lowest_priorities_ties_by_task_id_and_zero_means
     assert top_of_queue([13, 12, 11, 10, 14], priority, 3) == [11, 14, 10]
     assert top_of_queue([13, 12, 11, 10, 14], priority, 0) == [11, 14, 10, 12, 13]
     assert top_of_queue([13, 12, 11, 10, 14], priority, 99) == [11, 14, 10, 12, 13]
+
+
+NOTED = LabelSpec("label", "text", "text", ("business", "sport", "tech"), multi_label=False,
+                  note_from_name="disal_note")
+
+
+def test_without_a_note_control_a_prediction_carries_only_the_choice_with_its_probability():
+    pred = prediction_for(3, SPEC, 0.5, "disal-0002-x", np.array([0.1, 0.2, 0.7]))
+    assert [r["type"] for r in pred["result"]] == ["choices"]
+    assert pred["result"][0]["score"] == pytest.approx(0.7) and pred["score"] == 0.5
+
+
+def test_the_note_control_shows_the_guess_with_its_probability_and_what_the_tab_percentage_means():
+    """Label Studio renders the prediction score as "<score x 100>%" and no per-result score for a
+    whole-task <Choices>: the note says both things on the labeling screen."""
+    pred = prediction_for(3, NOTED, 0.0021, "disal-0002-x", np.array([0.05, 0.87, 0.08]))
+    choice, note = pred["result"]
+    assert choice["value"]["choices"] == ["sport"] and choice["score"] == pytest.approx(0.87)
+    assert note["from_name"] == "disal_note" and note["to_name"] == "text" and note["type"] == "textarea"
+    text = note["value"]["text"][0]
+    assert text.startswith("model's guess: sport 87% · ")
+    assert "the prediction's 0.21% is this task's place in the DISAL queue (0% = labeled first)" in text
+    assert "not a confidence" in text
+    assert pred["score"] == 0.0021  # the queue priority still orders Label Studio's queue
+
+
+def test_the_note_names_every_multi_label_choice_and_says_cold_start():
+    multi = LabelSpec("label", "text", "text", ("a", "b", "c"), multi_label=True, note_from_name="disal_note")
+    note = prediction_for(1, multi, 1.0, "v", np.array([0.9, 0.6, 0.1]))["result"][1]["value"]["text"][0]
+    assert note.startswith("model's guess: a 90%, b 60% · the prediction's 100.00% is")
+    cold = prediction_for(1, NOTED, 0.25, "disal-0001-coldstart-x", None)
+    assert [r["type"] for r in cold["result"]] == ["textarea"]  # no classifier yet: no choice, still the note
+    assert cold["result"][0]["value"]["text"][0].startswith("no model yet (cold start")
