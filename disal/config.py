@@ -172,6 +172,15 @@ class Settings:
             torch_threads=_int(env, "TORCH_THREADS", d.torch_threads, 0),
             first_queue_seconds=_float(env, "FIRST_QUEUE_SECONDS", d.first_queue_seconds, 0.0),
             refine_growth=_float(env, "REFINE_GROWTH", d.refine_growth, 1.5),
+            predict_concurrency=_int(env, "PREDICT_CONCURRENCY", d.predict_concurrency, 1),
+            predict_wait_s=_float(env, "PREDICT_WAIT_S", d.predict_wait_s, 0.0),
+            predict_max_tasks=_int(env, "PREDICT_MAX_TASKS", d.predict_max_tasks, 1),
+            max_predict_bytes=_int(env, "MAX_PREDICT_BYTES", d.max_predict_bytes, 1024),
+            max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", d.max_webhook_bytes, 1024),
+            max_request_bytes=_int(env, "MAX_REQUEST_BYTES", d.max_request_bytes, 1024),
+            max_json_depth=_int(env, "MAX_JSON_DEPTH", d.max_json_depth, 4),
+            request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", d.request_timeout_s, 0.5),
+            setup_verify_timeout_s=_float(env, "SETUP_VERIFY_TIMEOUT_S", d.setup_verify_timeout_s, 0.1),
         )
 
     def public(self) -> dict:

@@ -44,3 +44,15 @@ def test_bad_values_name_the_variable(env, words):
 
 def test_strategy_specs_with_options_are_accepted():
     assert Settings.from_env({"STRATEGY": "disal:sign=descent"}).strategy == "disal:sign=descent"
+
+
+def test_the_security_limits_are_read_from_the_environment():
+    from disal.config import Settings
+
+    env = {"PREDICT_CONCURRENCY": "1", "PREDICT_WAIT_S": "0.2", "PREDICT_MAX_TASKS": "7", "MAX_PREDICT_BYTES": "4096",
+           "MAX_WEBHOOK_BYTES": "2048", "MAX_REQUEST_BYTES": "1024", "MAX_JSON_DEPTH": "9", "REQUEST_TIMEOUT_S": "3",
+           "SETUP_VERIFY_TIMEOUT_S": "1.5"}
+    s = Settings.from_env(env)
+    assert (s.predict_concurrency, s.predict_wait_s, s.predict_max_tasks, s.max_predict_bytes, s.max_webhook_bytes,
+            s.max_request_bytes, s.max_json_depth, s.request_timeout_s, s.setup_verify_timeout_s) == \
+        (1, 0.2, 7, 4096, 2048, 1024, 9, 3.0, 1.5)
