@@ -7,7 +7,7 @@ LS_VENV := .ls-venv
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PORT ?= 9090
 
-.PHONY: install install-ls install-bench serve demo test test-fast bench bench-full clean
+.PHONY: install install-ls install-bench install-system serve demo test test-fast bench bench-full clean
 
 ## Idempotent: re-running only installs what changed in the requirement files.
 install: $(VENV)/.installed
@@ -31,8 +31,25 @@ $(VENV)/.bench-installed: requirements-bench.txt requirements.txt $(VENV)/.insta
 	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-bench.txt $(PIP_QUIET)
 	touch $@
 
-test: install install-ls install-bench
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest tests
+## System packages the browser tests (tests/browser: Debian's chromium driven by selenium) and the
+## services need. Idempotent: installed packages are left alone; a miss runs `apt-get update` once and
+## installs again. Without apt-get (not Debian/Ubuntu) it says so LOUDLY and the browser tests skip
+## with that reason; nothing ever downloads a browser build (selenium runs with SE_OFFLINE=true).
+SYSTEM_PKGS := chromium chromium-driver redis-server
+install-system:
+	@if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "!!! WARNING: no apt-get on this machine: cannot install $(SYSTEM_PKGS);" \
+		     "the browser tests (tests/browser) will be SKIPPED !!!"; \
+	elif dpkg -s $(SYSTEM_PKGS) >/dev/null 2>&1; then \
+		echo "system packages present: $(SYSTEM_PKGS)"; \
+	else \
+		APT="env DEBIAN_FRONTEND=noninteractive apt-get"; [ "$$(id -u)" = 0 ] || APT="sudo -n $$APT"; \
+		$$APT install -y --no-install-recommends $(SYSTEM_PKGS) \
+		|| { $$APT update && $$APT install -y --no-install-recommends $(SYSTEM_PKGS); }; \
+	fi
+
+test: install install-ls install-bench install-system
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SE_OFFLINE=true $(VENV)/bin/python -m pytest tests
 
 test-fast: install install-bench
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest tests -m "not e2e and not slow"

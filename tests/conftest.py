@@ -1,14 +1,23 @@
-"""Shared fixtures: a tiny random-weight BERT saved to a folder (offline, seconds to build)."""
+"""Shared fixtures: a tiny random-weight BERT saved to a folder (offline, seconds to build), and ONE
+real Label Studio per pytest session, shared by tests/e2e and tests/browser (it takes ~35 s to start
+the first time and ~350 MB while it runs)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.local_services import LS_BIN, LabelStudioServer, free_port  # noqa: E402
 
 WORDS = (
     "the a of and to in is it that was for on are with as be at by this have from or one had not but what all "
@@ -54,3 +63,15 @@ def build_tiny_bert(folder: Path, seed: int = 0, hidden: int = 32, layers: int =
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio 1.23.2 on 127.0.0.1 (scripts/local_services.py), started on first use."""
+    if not LS_BIN.exists():
+        pytest.fail(f"{LS_BIN} is missing: `make test` installs it (make install-ls)")
+    server = LabelStudioServer(tmp_path_factory.mktemp("labelstudio"), free_port())
+    server.start()
+    print(f"\nLabel Studio started in {server.started_in:.1f}s at {server.url}")
+    yield server
+    server.stop()

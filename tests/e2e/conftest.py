@@ -1,4 +1,5 @@
-"""A real Label Studio 1.23.2 on 127.0.0.1 and the backend under gunicorn, started by the test suite."""
+"""The backend under gunicorn, started by the test suite, on the session's real Label Studio (the
+`label_studio` fixture lives in tests/conftest.py: tests/e2e and tests/browser share one server)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from scripts.local_services import LS_BIN, BackendServer, LabelStudioServer, free_port  # noqa: E402
+from scripts.local_services import BackendServer, free_port  # noqa: E402
 
 from .helpers import BASIC_AUTH  # noqa: E402,F401  (fixtures below use it)
 
@@ -19,17 +20,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/e2e/" in str(item.fspath).replace("\\", "/"):
             item.add_marker(pytest.mark.e2e)
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory):
-    if not LS_BIN.exists():
-        pytest.fail(f"{LS_BIN} is missing: `make test` installs it (make install-ls)")
-    server = LabelStudioServer(tmp_path_factory.mktemp("labelstudio"), free_port())
-    server.start()
-    print(f"\nLabel Studio started in {server.started_in:.1f}s at {server.url}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
