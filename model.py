@@ -116,6 +116,15 @@ class DisalModel:
             if v is not None:
                 self.metrics.queue_length.labels(str(pid)).set(len(v.priority))
                 log.info("project %s: serving %s (%s, %d labels)", pid, v.name, v.kind, len(v.labels))
+                part = partial_of(v)
+                if part and self.settings.label_studio_api_key:  # stopped mid first round: go on encoding
+                    log.info("project %s: its queue covers %d/%d tasks: resuming the first round", pid,
+                             part["encoded"], part["total"])
+                    self.jobs.submit(pid, JobRequest(initial=True, reasons={"resume partial queue": 1}))
+                elif part:
+                    log.info("project %s: its queue covers %d/%d tasks; the first round resumes at Label "
+                             "Studio's next /setup or annotation (no LABEL_STUDIO_API_KEY to resume now)", pid,
+                             part["encoded"], part["total"])
 
     def _warm_up(self) -> None:
         try:

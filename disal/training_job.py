@@ -284,7 +284,10 @@ class TrainingJob:
         if request.new_task_ids and current is not None and not current.priority:
             # the last queue was empty (no tasks yet): build a whole queue rather than placing tasks in nothing
             request.train = request.force = True
-        if request.train or (request.initial and (current is None or partial_of(current) is not None)):
+        # a partial first queue (pushed before its pool was encoded) is finished by whatever job comes next,
+        # even one that would not retrain: otherwise it could stay partial
+        finishing = partial_of(current) is not None
+        if request.train or finishing or (request.initial and current is None):
             summary = self.train_round(project_id, request, ctx, store, ls, spec, project)
         elif request.initial:
             summary = {"outcome": "up to date", "version": current.name}

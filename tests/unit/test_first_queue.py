@@ -54,6 +54,25 @@ def imported_tasks(fake) -> dict[str, set[int]]:
     return out
 
 
+def partial_first_queue(backend_with, fake, adapter):
+    """A backend whose first round pushed one partial queue (4/40), then failed: Label Studio went down."""
+    client, model = backend_with(adapter_factory=lambda: adapter, **PROGRESSIVE)
+    imports = []
+
+    def arm_failure(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path.endswith("/import/predictions"):
+            imports.append(1)
+            if len(imports) == 1:  # the first push goes through; Label Studio is down for the next ones
+                fake.fail_paths[r"/api/projects/1/import/predictions"] = [httpx.ConnectError("refused")] * 20
+
+    fake.on_request = arm_failure
+    connect(client, model, fake)
+    assert model.store(1).current().meta["partial"] == {"encoded": 4, "total": 40}
+    fake.on_request = None
+    fake.fail_paths.clear()
+    return client, model
+
+
 def test_first_round_pushes_partial_queues_at_growing_sizes_then_the_whole_pool(backend_with, fake):
     adapter = CountingAdapter()
     client, model = backend_with(adapter_factory=lambda: adapter, **PROGRESSIVE)
@@ -100,17 +119,7 @@ def test_tasks_not_encoded_yet_have_no_prediction_and_health_says_the_queue_is_p
     """The second push fails: the first partial queue keeps serving, /health says it is partial, and the
     next /setup finishes the pool from the cached features (nothing encoded twice)."""
     adapter = CountingAdapter()
-    client, model = backend_with(adapter_factory=lambda: adapter, **PROGRESSIVE)
-    imports = []
-
-    def arm_failure(request: httpx.Request) -> None:
-        if request.method == "POST" and request.url.path.endswith("/import/predictions"):
-            imports.append(1)
-            if len(imports) == 1:  # the first push goes through; Label Studio is down for the next ones
-                fake.fail_paths[r"/api/projects/1/import/predictions"] = [httpx.ConnectError("refused")] * 20
-
-    fake.on_request = arm_failure
-    connect(client, model, fake)
+    client, model = partial_first_queue(backend_with, fake, adapter)
     first = fake.project["model_version"]
     v = model.store(1).current()
     assert v.name == first and v.meta["partial"] == {"encoded": 4, "total": 40}
@@ -124,8 +133,6 @@ def test_tasks_not_encoded_yet_have_no_prediction_and_health_says_the_queue_is_p
     r = client.post("/predict", json={"tasks": [fake.tasks[outside]], "project": "1.1"})
     assert r.status_code == 200 and r.get_json()["model_version"] == first
 
-    fake.on_request = None
-    fake.fail_paths.clear()
     cached = len(model.encoder.cache)
     assert 4 < cached < 40
     client.post("/setup", json=setup_payload(fake))  # Label Studio repeats /setup: the partial queue resumes
@@ -195,3 +202,29 @@ def test_refine_growth_below_one_and_a_half_is_refused(growth):
 
     with pytest.raises(ConfigError, match="REFINE_GROWTH"):
         Settings.from_env({"REFINE_GROWTH": str(growth)})
+
+
+def test_a_restarted_backend_resumes_a_partial_first_queue_by_itself(backend_with, fake):
+    adapter = CountingAdapter()
+    _, model = partial_first_queue(backend_with, fake, adapter)
+    model.close()
+    _, model2 = backend_with(adapter_factory=lambda: adapter, **PROGRESSIVE)  # same MODEL_DIR, LABEL_STUDIO_API_KEY set
+    assert model2.jobs.wait_idle(1, 30)
+    v = model2.store(1).current()
+    assert "partial" not in v.meta and set(v.priority) == set(fake.tasks) == set(fake.predictions_of(v.name))
+    assert model2.jobs.status(1)["last_job"]["job"].endswith("(resume partial queue x1)")
+    assert adapter.texts == N_TASKS, "the restart went on from the saved feature cache"
+
+
+def test_any_event_finishes_a_partial_first_queue(backend_with, fake):
+    """TASKS_CREATED does not retrain, but while the queue is partial the job goes on encoding the pool."""
+    adapter = CountingAdapter()
+    client, model = partial_first_queue(backend_with, fake, adapter)
+    new = fake.add_tasks(["a brand new football match report"], start_id=41)
+    r = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
+                                      "tasks": [fake.tasks[t] for t in new]})
+    assert r.status_code == 201
+    assert model.jobs.wait_idle(1, 30)
+    v = model.store(1).current()
+    assert "partial" not in v.meta and set(v.priority) == set(fake.tasks) and 41 in v.priority
+    assert v.kind == "coldstart" and fake.project["model_version"] == v.name
