@@ -21,6 +21,7 @@ QUEUE_ROWS = 10
 STATE_WORDS = {  # what a person reads for a job state; an unknown state is shown as it arrives
     "idle": "idle: serving the current version",
     "queued": "queued: a job starts as soon as the running one ends",
+    "fetching": "fetching tasks and annotations from Label Studio",
     "encoding": "encoding texts with the frozen encoder",
     "training": "training the head",
     "scoring": "scoring the unlabeled pool",
@@ -112,7 +113,8 @@ def _project_html(p: dict) -> str:
     pts = p["curve"]
     if pts:
         last = pts[-1]
-        curve_caption = (f'{len(pts)} rounds; latest: {100 * last["accuracy"]:.1f}% at {last["labels"]} labels')
+        rounds = f"{len(pts)} round" + ("s" if len(pts) != 1 else "")
+        curve_caption = f'{rounds}; latest: {100 * last["accuracy"]:.1f}% at {last["labels"]} labels'
     else:
         curve_caption = f"no estimate yet: needs {MIN_LABELS} labels in 2 classes"
     return f"""
@@ -174,6 +176,7 @@ def render_curve_png(points: list[dict], title: str = "") -> bytes:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(5.0, 3.2), dpi=100)
     FigureCanvasAgg(fig)
@@ -184,7 +187,8 @@ def render_curve_png(points: list[dict], title: str = "") -> bytes:
         ys = [100 * p["accuracy"] for p in pts]
         ax.plot(xs, ys, marker="o", color="#1f77b4", linewidth=1.5, markersize=4)
         ax.set_ylim(0, 100)
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, max(xs) * 1.05 + 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         ax.text(0.5, 0.5, f"no estimate yet\n(needs {MIN_LABELS} labels in 2 classes)", ha="center",
                 va="center", transform=ax.transAxes, color="#666")
