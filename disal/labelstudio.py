@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -51,10 +52,23 @@ def _retryable(exc: Exception) -> bool:
     return False
 
 
+_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _summarize_body(body: str) -> str:
+    """An error body for a log line or /health: JSON as it is (cut), an HTML page only by its title."""
+    head = body.lstrip()[:200].lower()
+    if head.startswith(("<!doctype html", "<html")) or "<html" in head:
+        m = _TITLE_RE.search(body)
+        title = " ".join(m.group(1).split())[:100] if m else "no title"
+        return f"an HTML page ({title})"
+    return body[:300]
+
+
 def _describe(exc: Exception) -> tuple[str, int | None]:
     if isinstance(exc, ApiError):
         body = exc.body if isinstance(exc.body, (str, dict, list)) else repr(exc.body)
-        text = json.dumps(body)[:300] if not isinstance(body, str) else body[:300]
+        text = json.dumps(body)[:300] if not isinstance(body, str) else _summarize_body(body)
         return f"HTTP {exc.status_code}: {text}", exc.status_code
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__})", None

@@ -233,3 +233,17 @@ def test_label_studio_html_error_pages_never_reach_the_answer(backend_with, fake
     r = client.post("/setup", json=setup_body())
     assert r.status_code == 422 and "could not confirm project 1" in r.get_json()["message"]
     assert not (model.settings.model_dir / "projects").exists()
+
+
+def test_an_html_error_page_from_label_studio_is_named_by_its_title_not_pasted(backend_with, fake):
+    import httpx
+
+    from disal.labelstudio import LabelStudioClient, LabelStudioError
+
+    page = "<!DOCTYPE html><html><head><title>Not Found</title></head><body>" + "<p>x</p>" * 500 + "</body></html>"
+    client = LabelStudioClient("http://labelstudio.test", "legacy-token-abcdef123456", retries=0,
+                               httpx_client=httpx.Client(transport=httpx.MockTransport(
+                                   lambda req: httpx.Response(404, text=page, headers={"Content-Type": "text/html"}))))
+    with pytest.raises(LabelStudioError) as err:
+        client.get_project(5)
+    assert "an HTML page (Not Found)" in str(err.value) and "<p>" not in str(err.value)
