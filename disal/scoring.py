@@ -1,7 +1,8 @@
 """From a trained model to ScoringInputs: computes only the arrays the chosen strategy needs.
 
-Two producers, one output: `head_scoring_inputs` (frozen encoder, linear head: the closed form over
-cached features) and `jvp_scoring_inputs` (any parameter set, forward-mode over the HF adapter).
+Three producers, one output: `head_scoring_inputs` (frozen encoder, linear head: the closed form over
+cached features), `mlp_scoring_inputs` (frozen encoder, MLP head: forward-mode over its parameters)
+and `jvp_scoring_inputs` (any parameter set, forward-mode over the HF adapter).
 The strategies then rank the pool without knowing which one ran.
 """
 
@@ -57,6 +58,45 @@ def head_scoring_inputs(
             inputs.traj_logits = logits
         inputs.traj_tangents, inputs.traj_dir_norms = tangents, norms
         inputs.traj_lrs = np.asarray(trajectory.lrs)
+    return inputs
+
+
+def mlp_scoring_inputs(
+    ids: Sequence,
+    pool_features: np.ndarray,
+    model,
+    trajectory: Trajectory,
+    labeled_features: np.ndarray | None = None,
+    strategy: Strategy | None = None,
+    multi_label: bool = False,
+    mc_samples: int = 20,
+    seed: int = 0,
+) -> ScoringInputs:
+    """ScoringInputs for the `mlp` regime: every array a strategy reads, in the hidden layer's terms.
+
+    `features` and `labeled_features` are the hidden activations a(h) (the penultimate layer), so
+    BADGE's r (x) a is the MLP's own last-layer gradient and CoreSet measures distance where the
+    classifier does. DISAL's logits and tangents come from one jvp per checkpoint over all parameters.
+    """
+    from .training.mlp import mlp_hidden, mlp_trajectory_arrays
+
+    want = needs(strategy) if strategy is not None else {"probs", "features", "labeled_features", "mc_probs",
+                                                         "trajectory"}
+    feats = np.asarray(pool_features)
+    lab = mlp_hidden(model, labeled_features) if ("labeled_features" in want and labeled_features is not None) else None
+    inputs = ScoringInputs(ids=np.asarray(ids), multi_label=multi_label, labeled_features=lab)
+    if "trajectory" in want:
+        directions = _directions_for(strategy) or ("accumulated",)
+        logits, tangents, norms, hidden = mlp_trajectory_arrays(model, trajectory, feats, directions)
+        inputs.traj_logits, inputs.traj_tangents, inputs.traj_dir_norms = logits, tangents, norms
+        inputs.traj_lrs = np.asarray(trajectory.lrs)
+        inputs.probs = probabilities(logits[-1], multi_label)
+        inputs.features = hidden
+    else:
+        inputs.probs = probabilities(head_logits(model, feats).astype(np.float64), multi_label)
+        inputs.features = mlp_hidden(model, feats)
+    if "mc_probs" in want:
+        inputs.mc_probs = head_mc_probs(model, feats, mc_samples, seed, multi_label)
     return inputs
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from ..data import DATASET_NAMES, load_dataset, load_table
 from ..strategies import STRATEGY_NAMES
 from ..strategies.influence import CHECKPOINT_WEIGHTS, DIRECTIONS, DYNAMICS, SIGNS, DisalOptions
-from ..training.head import HeadConfig
+from ..training.head import HeadConfig, resolve_device
 from .features import default_cache_dir
-from .simulator import SimulationConfig, simulate
+from ..training.mlp import MLP_HIDDEN
+from .simulator import TRAIN_MODES, SimulationConfig, simulate
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -59,14 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-length", type=int, default=128, help="text encoder token limit")
     model.add_argument("--image-size", type=int, default=None,
                        help="image datasets: EfficientNet-Lite0 input resolution (default: 64 for digits, 96 for mnist)")
-    model.add_argument("--train-mode", choices=("head", "finetune"), default="head",
-                       help="head: frozen encoder, cached features, linear head; finetune: train `--params`")
+    model.add_argument("--train-mode", choices=TRAIN_MODES, default="head",
+                       help="head: frozen encoder, cached features, linear head; mlp: the same features, a "
+                            "one-hidden-layer head (non-convex, DISAL by jvp); finetune: train `--params`")
+    model.add_argument("--mlp-hidden", type=int, default=MLP_HIDDEN, help="mlp mode: hidden units of the head")
+    model.add_argument("--device", default="auto",
+                       help="where models train and score: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     model.add_argument("--params", default="head", help="finetune mode: head, all or last-N")
     model.add_argument("--head-steps", type=int, default=h.steps, help="optimizer steps of the linear head per round")
     model.add_argument("--head-lr", type=float, default=h.lr, help="learning rate of the linear head")
     model.add_argument("--epochs", type=int, default=3, help="finetune mode epochs per round")
     model.add_argument("--warm-start", action="store_true",
-                       help="head mode: start each round from the previous round's head (theta_0)")
+                       help="head and mlp modes: start each round from the previous round's model (theta_0)")
     model.add_argument("--min-steps", type=int, default=40, help="finetune mode: at least this many steps per round")
     model.add_argument("--checkpoints", type=int, default=h.num_checkpoints,
                        help="K: trajectory checkpoints DISAL sums over")
@@ -91,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"))
+    try:
+        resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: --device: {e}", file=sys.stderr)
+        return 2
     if args.train or args.test:
         if not (args.train and args.test):
             print("error: --train and --test go together", file=sys.stderr)
@@ -99,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ds = load_dataset(args.dataset)
     if getattr(ds, "modality", "text") == "image":
-        if args.train_mode != "head":
-            print(f"error: image datasets ({ds.name}) run in head mode only (frozen EfficientNet-Lite0 + linear "
-                  f"head); --train-mode {args.train_mode} is for text models", file=sys.stderr)
+        if args.train_mode not in ("head", "mlp"):
+            print(f"error: image datasets ({ds.name}) run on a frozen EfficientNet-Lite0 (head or mlp mode); "
+                  f"--train-mode {args.train_mode} is for text models", file=sys.stderr)
             return 2
         if args.model:
             print(f"error: --model applies to text datasets; {ds.name} uses the packaged EfficientNet-Lite0",
@@ -116,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         disal_options={"direction": args.direction, "dynamic": args.dynamic, "lam": args.lam, "sign": args.sign,
                        "weights": args.weights},
         max_candidates=args.max_candidates, finetune_epochs=args.epochs,
-        finetune_min_steps=args.min_steps, warm_start=args.warm_start,
+        finetune_min_steps=args.min_steps, warm_start=args.warm_start, mlp_hidden=args.mlp_hidden,
+        device=args.device,
     )
     print(f"dataset {ds.name}: {len(ds.train_labels)} train / {len(ds.test_labels)} test, {len(ds.classes)} classes; "
           f"strategies {', '.join(cfg.strategies)}; {cfg.seeds} seeds x {cfg.rounds} rounds", flush=True)

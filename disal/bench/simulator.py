@@ -1,12 +1,16 @@
 """Pool-based active-learning simulation: train, evaluate, score, select, repeat.
 
 Same initial set, model, batch size and rounds for every strategy under a seed; the test split is
-never used for selection. Two training modes:
+never used for selection. Three training modes:
 - `head` (default): frozen encoder, features cached once, a fresh linear head per round. DISAL's
   trajectory is the head's, scored in closed form. Fast enough for many seeds on a 2-core CPU.
+- `mlp`: the same cached features, a one-hidden-layer head (training/mlp.py): non-convex training,
+  the trajectory of all its parameters, DISAL by torch.func.jvp. About as cheap as `head`.
 - `finetune`: the encoder's `params` set (all / last-N / head) is fine-tuned from the pretrained
   weights every round; DISAL scores with torch.func.jvp. Faithful, and ~100x slower on a CPU.
-Image datasets (digits, mnist) use a frozen EfficientNet-Lite0 (training/image_encoder.py), head mode only.
+Image datasets (digits, mnist) use a frozen EfficientNet-Lite0 (training/image_encoder.py), head or mlp mode.
+`warm_start` starts each round at the previous round's model (head and mlp); `device` (auto: CUDA when
+present) is where the heads train and score.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import numpy as np
 import torch
 
 from ..data import TextDataset
-from ..scoring import head_scoring_inputs, jvp_scoring_inputs
+from ..scoring import head_scoring_inputs, jvp_scoring_inputs, mlp_scoring_inputs
 from ..strategies import DISAL, ScoringInputs, make_strategy, needs, select_with_candidates
 from ..strategies.influence import probabilities
-from ..training.head import HeadConfig, head_logits, head_mc_probs, train_head
+from ..training.head import HeadConfig, head_logits, head_mc_probs, resolve_device, train_head
+from ..training.mlp import MLP_HIDDEN, train_mlp
 from .features import cached_encode
 from .metrics import accuracy, macro_f1
 from .peers import make_bench_strategy
@@ -47,6 +52,8 @@ class SimulationConfig:
     finetune_min_steps: int = 40
     mc_samples: int = 20
     warm_start: bool = False
+    mlp_hidden: int = MLP_HIDDEN
+    device: str = "auto"
 
 
 def initial_set(n: int, k: int, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -67,18 +74,30 @@ def round_row(strategy: str, seed: int, rnd: int, n_labeled: int, y_true: np.nda
             "train_seconds": train_seconds, "score_seconds": 0.0}
 
 
+TRAIN_MODES = ("head", "mlp", "finetune")
+
+
 class HeadSimulation:
-    """Frozen-encoder simulation over precomputed features."""
+    """Frozen-encoder simulation over precomputed features: a linear head (`head`) or an MLP head (`mlp`)."""
 
     def __init__(self, train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray,
                  test_labels: np.ndarray, num_classes: int, cfg: SimulationConfig) -> None:
         self.Xtr, self.ytr, self.Xte, self.yte = train_feats, train_labels, test_feats, test_labels
         self.C = num_classes
         self.cfg = cfg
+        self.mode = cfg.train_mode if cfg.train_mode in ("head", "mlp") else "head"
+        self.device = resolve_device(cfg.device)
+
+    def train(self, X: np.ndarray, y: np.ndarray, config: HeadConfig, seed: int, init=None):
+        """(model, trajectory) of the regime; `init` (the previous round's state dict) warm-starts it."""
+        if self.mode == "mlp":
+            return train_mlp(X, y, self.C, config=config, seed=seed, init=init, hidden=self.cfg.mlp_hidden,
+                             device=self.device)
+        return train_head(X, y, self.C, config=config, seed=seed, init=init, device=self.device)
 
     def full_data_accuracy(self, seed: int = 0) -> float:
         cfg = HeadConfig(**{**self.cfg.head.__dict__, "steps": max(self.cfg.head.steps, 600)})
-        head, _ = train_head(self.Xtr, self.ytr, self.C, config=cfg, seed=seed)
+        head, _ = self.train(self.Xtr, self.ytr, cfg, seed)
         return accuracy(self.yte, head_logits(head, self.Xte).argmax(1))
 
     def run(self, strategy_spec: str, seed: int) -> Iterator[dict]:
@@ -91,16 +110,16 @@ class HeadSimulation:
             round_seed = seed * 1000 + rnd
             t0 = time.perf_counter()
             init = head.state_dict() if (cfg.warm_start and head is not None) else None
-            head, traj = train_head(self.Xtr[labeled], self.ytr[labeled], self.C, config=cfg.head, seed=round_seed,
-                                    init=init)
+            head, traj = self.train(self.Xtr[labeled], self.ytr[labeled], cfg.head, round_seed, init=init)
             train_s = time.perf_counter() - t0
             pred = head_logits(head, self.Xte).argmax(1)
             row = round_row(strategy.name, seed, rnd, len(labeled), self.yte, pred, self.C, train_s)
             if rnd < cfg.rounds:
                 pool = np.setdiff1d(np.arange(n), labeled)
                 t1 = time.perf_counter()
-                inputs = head_scoring_inputs(pool, self.Xtr[pool], head, traj, labeled_features=self.Xtr[labeled],
-                                             strategy=strategy, mc_samples=cfg.mc_samples, seed=round_seed)
+                make_inputs = mlp_scoring_inputs if self.mode == "mlp" else head_scoring_inputs
+                inputs = make_inputs(pool, self.Xtr[pool], head, traj, labeled_features=self.Xtr[labeled],
+                                     strategy=strategy, mc_samples=cfg.mc_samples, seed=round_seed)
                 cands = cfg.max_candidates or getattr(strategy, "default_max_candidates", None)
                 sel = select_with_candidates(strategy, inputs, cfg.batch, round_seed, cands)
                 row["score_seconds"] = time.perf_counter() - t1
@@ -161,15 +180,16 @@ def make_encoder(ds, cfg: SimulationConfig, model: str | None, max_length: int =
     if getattr(ds, "modality", "text") == "image":
         from ..training.image_encoder import DEFAULT_IMAGE_SIZE, IMAGE_SIZE_BY_DATASET, EfficientNetLiteEncoder
 
-        if cfg.train_mode != "head":
-            raise ValueError(f"image datasets ({ds.name}) run in head mode only (frozen EfficientNet-Lite0 + linear "
-                             f"head); --train-mode {cfg.train_mode} is for text models")
+        if cfg.train_mode not in ("head", "mlp"):
+            raise ValueError(f"image datasets ({ds.name}) run on a frozen EfficientNet-Lite0 (head or mlp mode); "
+                             f"--train-mode {cfg.train_mode} is for text models")
         if model:
             raise ValueError(f"--model applies to text datasets; {ds.name} uses the packaged EfficientNet-Lite0")
-        return EfficientNetLiteEncoder(image_size or IMAGE_SIZE_BY_DATASET.get(ds.name, DEFAULT_IMAGE_SIZE))
+        return EfficientNetLiteEncoder(image_size or IMAGE_SIZE_BY_DATASET.get(ds.name, DEFAULT_IMAGE_SIZE),
+                                       device=cfg.device)
     from ..training.adapter import HFTextAdapter
 
-    return HFTextAdapter(model, num_labels=len(ds.classes), max_length=max_length)
+    return HFTextAdapter(model, num_labels=len(ds.classes), max_length=max_length, device=cfg.device)
 
 
 def completed_runs(path: Path, rounds: int) -> list[dict]:
@@ -188,13 +208,13 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
     """Run every (strategy, seed) on a TextDataset or ImageDataset; write results.jsonl, summary.md and curves.png."""
     from .report import write_report
 
-    if cfg.train_mode not in ("head", "finetune"):
-        raise ValueError(f"train mode must be head or finetune, got {cfg.train_mode!r}")
+    if cfg.train_mode not in TRAIN_MODES:
+        raise ValueError(f"train mode must be one of {', '.join(TRAIN_MODES)}, got {cfg.train_mode!r}")
     adapter = make_encoder(ds, cfg, model, max_length, image_size)
     is_image = getattr(ds, "modality", "text") == "image"
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    if cfg.train_mode == "head":
+    if cfg.train_mode in ("head", "mlp"):
         train_items, test_items = (ds.train_images, ds.test_images) if is_image else (ds.train_texts, ds.test_texts)
         Xtr = cached_encode(adapter, train_items, cache_dir, "train")
         Xte = cached_encode(adapter, test_items, cache_dir, "test")
@@ -202,7 +222,8 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
         torch.set_num_threads(1)
         sim = HeadSimulation(Xtr, ds.train_labels, Xte, ds.test_labels, len(ds.classes), cfg)
         full_acc = sim.full_data_accuracy()
-        print(f"full-data accuracy ({len(Xtr)} labels, frozen encoder + head): {full_acc:.4f}", flush=True)
+        print(f"full-data accuracy ({len(Xtr)} labels, frozen encoder + {cfg.train_mode} head): {full_acc:.4f}",
+              flush=True)
     else:
         sim = FinetuneSimulation(adapter, ds, cfg)
         full_acc = None

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..trajectory import DEFAULT_MAX_BYTES, Trajectory, TrajectoryRecorder
-from .head import HeadConfig, LinearHead, loss_fn, train_head
+from .head import HeadConfig, LinearHead, loss_fn, resolve_device, train_head
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class HFTextAdapter:
 
     def __init__(self, model_name_or_path: str | None = None, num_labels: int = 2, multi_label: bool = False,
                  max_length: int = 128, batch_size: int = 32, dropout: float = 0.1, seed: int = 0,
-                 encoder: nn.Module | None = None, tokenizer=None) -> None:
+                 encoder: nn.Module | None = None, tokenizer=None, device: str | torch.device = "cpu") -> None:
+        """`device`: where the model runs (`auto`: CUDA when present); results always come back on the CPU."""
         from transformers import AutoModel, AutoTokenizer
 
         self.model_id = model_name_or_path or DEFAULT_MODEL
@@ -83,7 +84,8 @@ class HFTextAdapter:
         if encoder is None:
             # eager attention: forward-mode AD (torch.func.jvp) is supported on every op it uses
             encoder = _from_pretrained(AutoModel, path, attn_implementation="eager")
-        self.model = TextClassifier(encoder, num_labels, dropout).eval()
+        self.device = resolve_device(device)
+        self.model = TextClassifier(encoder, num_labels, dropout).eval().to(self.device)
         self.num_labels = num_labels
         self.multi_label = multi_label
         self.max_length = max_length
@@ -97,7 +99,7 @@ class HFTextAdapter:
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
                              return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
 
     def batches(self, texts: Sequence[str], batch_size: int | None = None):
         """Yield (idx, batch) over `texts`, shortest first, so each batch pads to almost no waste.
@@ -125,7 +127,7 @@ class HFTextAdapter:
                 cols = slice(width - n, width) if left else slice(0, n)
                 input_ids[row, cols] = torch.as_tensor(ids[i], dtype=torch.long)
                 mask[row, cols] = 1
-            yield idx, {"input_ids": input_ids, "attention_mask": mask}
+            yield idx, {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
@@ -134,7 +136,7 @@ class HFTextAdapter:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         done = 0
         for idx, batch in self.batches(texts):
-            out[idx] = self.model.features(**batch).numpy()
+            out[idx] = self.model.features(**batch).cpu().numpy()
             done += len(idx)
             if progress:
                 progress(done, len(texts))
@@ -145,7 +147,7 @@ class HFTextAdapter:
         self.model.eval()
         out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
         for idx, batch in self.batches(texts):
-            out[idx] = self.model(**batch).numpy()
+            out[idx] = self.model(**batch).cpu().numpy()
         return out
 
     # -- parameters ------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class HFTextAdapter:
         trained = self.named_params(params)
         for n, p in self.model.named_parameters():
             p.requires_grad_(n in trained)
-        y = torch.as_tensor(np.asarray(targets))
+        y = torch.as_tensor(np.asarray(targets)).to(self.device)
         steps_per_epoch = max(1, -(-len(texts) // self.batch_size))
         epochs = max(epochs, -(-min_steps // steps_per_epoch))
         total = steps_per_epoch * epochs
@@ -216,7 +218,7 @@ class HFTextAdapter:
                 idx = perm[s : s + self.batch_size]
                 batch = self.tokenize([texts[i] for i in idx])
                 opt.zero_grad()
-                loss = loss_fn(self.model(**batch), y[idx], self.multi_label)
+                loss = loss_fn(self.model(**batch), y[idx.to(self.device)], self.multi_label)
                 loss.backward()
                 opt.step()
                 sched.step()

@@ -92,11 +92,14 @@ class EfficientNetLiteEncoder:
     with the ImageNet mean/std the weights were trained with.
     """
 
-    def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, batch_size: int = 64) -> None:
+    def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, batch_size: int = 64, device: str = "cpu") -> None:
+        from .head import resolve_device
+
         self.model_id = MODEL_ID
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
-        self.model = load_efficientnet_lite0(self.image_size)
+        self.device = resolve_device(device)
+        self.model = load_efficientnet_lite0(self.image_size).to(self.device)
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -127,8 +130,8 @@ class EfficientNetLiteEncoder:
         n = len(images)
         out = np.zeros((n, self.dim), dtype=np.float32)
         for s in range(0, n, self.batch_size):
-            fmap = self.model.extract_features(self.preprocess(images[s : s + self.batch_size]))
-            out[s : s + self.batch_size] = fmap.mean(dim=(2, 3)).numpy()
+            fmap = self.model.extract_features(self.preprocess(images[s : s + self.batch_size]).to(self.device))
+            out[s : s + self.batch_size] = fmap.mean(dim=(2, 3)).cpu().numpy()
             if progress:
                 progress(min(s + self.batch_size, n), n)
         return out

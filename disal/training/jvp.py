@@ -137,6 +137,8 @@ def logit_tangents_jvp(
     tangents = {d: [] for d in directions}
     norms = dict(norms) if norms is not None else direction_norms(traj, directions)
     dtype = next(model.parameters()).dtype
+    dev = next(model.parameters()).device  # checkpoints live on the CPU; the model may be on CUDA
+    batch = {key: v.to(dev) if isinstance(v, torch.Tensor) else v for key, v in batch.items()}
     kwargs = {**batch, "with_features": True}
     feats = None
     prefix = frozen_prefix(model, traj.param_names) if cache_frozen else None
@@ -145,7 +147,7 @@ def logit_tangents_jvp(
     try:
         with ctx:
             for k in range(k1):
-                primal = {n: t.to(dtype) for n, t in traj.checkpoints[k].items()}
+                primal = {n: t.to(dev, dtype) for n, t in traj.checkpoints[k].items()}
 
                 def f(p: dict[str, torch.Tensor]):
                     return functional_call(model, p, args=(), kwargs=kwargs)
@@ -159,16 +161,16 @@ def logit_tangents_jvp(
                         tangents[d].append(np.zeros(tuple(out[0].shape)))
                         continue
                     dirv = traj.direction(d, k)
-                    o, tan = jvp(f, (primal,), ({n: dirv[n].to(dtype) for n in primal},))
+                    o, tan = jvp(f, (primal,), ({n: dirv[n].to(dev, dtype) for n in primal},))
                     del dirv
                     out = o if out is None else out
-                    tangents[d].append(tan[0].detach().double().numpy())
+                    tangents[d].append(tan[0].detach().double().cpu().numpy())
                 if out is None:
                     with torch.no_grad():
                         out = f(primal)
-                logits_all.append(out[0].detach().double().numpy())
+                logits_all.append(out[0].detach().double().cpu().numpy())
                 if k == k1 - 1:
-                    feats = out[1].detach().float().numpy()
+                    feats = out[1].detach().float().cpu().numpy()
     finally:
         model.train(was_training)
     result = (np.stack(logits_all), {d: np.stack(v) for d, v in tangents.items()}, norms)
