@@ -13,9 +13,13 @@ cycled past 9,899), connects the backend and waits for the cold-start queue. The
   and 100 tasks, p50/p99, sequential requests on one kept-alive connection;
 - predictions pushed per second (backend counter / push phase seconds);
 - peak memory: the gunicorn worker's VmHWM after the measured rounds;
-- trajectory size on disk per checkpoint of the served version.
+- trajectory size on disk per checkpoint of the served version;
+- time to first queue: from connecting the backend until Label Studio serves a task of the first
+  (possibly partial) queue, the timeline of the refined pushes until the whole pool is encoded, and
+  (`--first-queue`) how soon annotations made during that encoding reach a trained queue.
 
 Usage: .venv/bin/python bench/service_cost.py --pools 1000,10000 --rounds 3 --out bench/out/service_cost.json
+       .venv/bin/python bench/service_cost.py --pools 1000,10000 --first-queue --out bench/out/first_queue.json
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import numpy as np
@@ -132,6 +137,47 @@ def wait_drained(backend: BackendServer, pid: int, timeout: float) -> dict:
     raise TimeoutError(f"project {pid} still busy after {timeout:.0f}s")
 
 
+def watch(backend: BackendServer, pid: int, t0: float, done: Callable[[dict], bool], timeout: float,
+          timeline: list[dict], since: float | None = None) -> dict:
+    """Poll /health until `done(health)` (timeout counted from t0); append each newly served version
+    to `timeline` with its time since `since` (default t0) and the part of the pool its queue
+    covers (the first round pushes partial queues)."""
+    last_print = 0.0
+    while time.time() - t0 < timeout:
+        h = project_health(backend, pid)
+        if h.get("error") and h.get("state") == "idle":
+            raise RuntimeError(f"backend job failed: {h['error']} (log {backend.log})")
+        v = h.get("model_version")
+        if v and (not timeline or timeline[-1]["version"] != v):
+            part = h.get("partial") or {}
+            timeline.append({"seconds": round(time.time() - (since or t0), 2), "version": v, "kind": h.get("kind"),
+                             "labels": h.get("labels"), "queue_over": part.get("queue_over"),
+                             "total": part.get("total"), "partial": bool(part)})
+            log(f"  {timeline[-1]}")
+        if done(h):
+            return h
+        if time.time() - last_print > 15:
+            p = h.get("progress") or {}
+            log(f"  backend {h.get('state')} {p.get('done')}/{p.get('total')} {(h.get('note') or '')[:90]}")
+            last_print = time.time()
+        time.sleep(0.1)
+    raise TimeoutError(f"project {pid}: not done within {timeout:.0f}s (timeline {timeline})")
+
+
+def served_by_label_studio(c: httpx.Client, pid: int, version: str) -> dict:
+    """What Label Studio itself says about a pushed version: project.model_version, its prediction
+    count, and whether the task /next serves carries a prediction of it (the queue is really live)."""
+    project = c.get(f"/api/projects/{pid}/").json()
+    counts = c.get(f"/api/projects/{pid}/model-versions/").json()
+    if isinstance(counts, list):
+        counts = {d.get("model_version"): d.get("count") for d in counts}
+    task = next_task(c, pid)
+    preds = c.get("/api/predictions/", params={"task": task["id"]}).json()
+    preds = preds.get("results", preds) if isinstance(preds, dict) else preds
+    return {"project_model_version": project.get("model_version"), "predictions": counts.get(version),
+            "next_task": task["id"], "next_task_has_prediction": any(p.get("model_version") == version for p in preds)}
+
+
 def next_task(c: httpx.Client, pid: int) -> dict:
     """The task Label Studio serves an annotator next (uncertainty sampling over the pushed scores)."""
     r = c.get(f"/api/projects/{pid}/next")
@@ -190,12 +236,33 @@ class Hammer(threading.Thread):
         self.lat[kind].append(ms)
 
 
+def annotate_during_encoding(c: httpx.Client, backend: BackendServer, pid: int, label_of: dict[int, str],
+                             timeline: list[dict], since: float, k: int = 10) -> dict:
+    """Label the next k tasks Label Studio serves from the partial first queue, then time how soon a
+    queue trained on them is live (the long first round hands over to the retrain, see
+    TrainingJob._progressive) and how much of the pool was encoded then."""
+    t1 = time.time()
+    for _ in range(k):
+        tid = next_task(c, pid)["id"]
+        annotate(c, tid, label_of[tid])
+    t_last = time.time()
+    h = watch(backend, pid, t1, lambda h: (h.get("labels") or 0) >= k, 1800, timeline, since)
+    out = {"annotations": k, "annotating_seconds": round(t_last - t1, 2),
+           "last_annotation_to_queue_seconds": round(time.time() - t_last, 2), "version": h["model_version"],
+           "kind": h.get("kind"), "partial": h.get("partial")}
+    log(f"  annotations during encoding: {out}")
+    return out
+
+
 def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency: bool,
-                 backend_env: dict | None = None, feature_cache: Path | None = None) -> dict:
+                 backend_env: dict | None = None, feature_cache: Path | None = None,
+                 first_queue_only: bool = False) -> dict:
     """Every measurement for one pool size, with a fresh backend (`backend_env` adds settings).
 
     `feature_cache`: a backend `features/` folder from an earlier run on the same tasks, copied in
     to skip the cold start's encoding (the measured rounds encode nothing either way).
+    `first_queue_only`: measure the first round only (time to first queue, its refined pushes, and
+    annotations made while it encodes), none of the later rounds.
     """
     texts, labels, classes = pool_texts(n)
     config = label_config(classes)
@@ -243,11 +310,25 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
                                      "basic_auth_pass": AUTH[1]})
         if r.status_code >= 300:
             raise RuntimeError(f"connecting failed: {r.status_code} {r.text[:300]}")
-        h = wait_new_version(backend, pid, None, timeout=3600)
-        res["cold_start_seconds"] = round(time.time() - t0, 2)
+        timeline: list[dict] = []
+        h = watch(backend, pid, t0, lambda h: bool(h.get("model_version")), 3600, timeline)
+        res["first_queue_seconds"] = timeline[0]["seconds"]
+        res["first_queue"] = {**timeline[0], **served_by_label_studio(c, pid, h["model_version"])}
+        log(f"pool {n}: first queue {h['model_version']} live {res['first_queue_seconds']}s after connecting: "
+            f"{res['first_queue']}")
+        if first_queue_only and h.get("partial"):
+            res["annotations_during_encoding"] = annotate_during_encoding(c, backend, pid, label_of, timeline, t0)
+        h = watch(backend, pid, t0, lambda h: h.get("state") == "idle" and not h.get("partial")
+                  and not (h.get("job") or {}).get("pending"), 3600, timeline)
+        res["cold_start_seconds"] = round(time.time() - t0, 2)  # the whole pool encoded, the queue complete
+        res["first_round_timeline"] = timeline
         res["cold_start_phases"] = {k: round(v, 2) for k, v in metric_sums(backend).items()}
-        log(f"pool {n}: cold-start queue {h['model_version']} in {res['cold_start_seconds']}s "
-            f"({res['cold_start_phases']})")
+        log(f"pool {n}: first queue after {res['first_queue_seconds']}s, complete queue {h['model_version']} "
+            f"after {res['cold_start_seconds']}s ({len(timeline)} versions; phases {res['cold_start_phases']})")
+        if first_queue_only:
+            res["memory"] = memory_mb(wpid)
+            c.close()
+            return res
 
         # Bootstrap: label 10 tasks spread over the project (two classes or more), wait for the head rounds.
         for tid in sorted(label_of)[:: max(1, n // 10)][:10]:
@@ -317,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-latency", action="store_true", help="skip the latency-under-training measurement")
     ap.add_argument("--feature-cache", type=Path, default=None,
                     help="copy this backend features/ folder in (same tasks, same Label Studio ids) to skip encoding")
+    ap.add_argument("--first-queue", action="store_true",
+                    help="measure only the first round: time to first queue, refined pushes, annotations during it")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "service")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "service_cost.json")
     args = ap.parse_args(argv)
@@ -333,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in pools:
             results["pools"].append(measure_pool(ls, n, args.rounds, args.work, latency=not args.no_latency,
-                                                 feature_cache=args.feature_cache))
+                                                 feature_cache=args.feature_cache,
+                                                 first_queue_only=args.first_queue))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
     finally:
