@@ -8,13 +8,16 @@ from __future__ import annotations
 import numpy as np
 
 from .base import EmptyPoolError, MissingInputError, ScoringInputs, Selection, Strategy, seeded_order, top_k
+from .disal_batch import DisalBatch
 from .diversity import BADGE, CoreSet
 from .influence import DISAL, STATIC_INFLUENCE, DisalOptions, StaticInfluence, disal_scores, head_logit_tangents
 from .random_sampling import RandomSampling
 from .uncertainty import BALD, Entropy, LeastConfidence, Margin
 
 BASELINES = ("random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge", "static_influence")
-STRATEGY_NAMES = ("disal",) + BASELINES
+STRATEGY_NAMES = ("disal", "disal-batch") + BASELINES
+#: disal-batch's own options (the rest of its spec are DISAL options): name -> type
+BATCH_OPTIONS = {"beta": float, "gamma": float, "embedding": str}
 
 _SIMPLE = {
     "random": RandomSampling,
@@ -52,6 +55,10 @@ def make_strategy(spec: str, **disal_options) -> Strategy:
     options keeps the full spec as its display name so ablation variants stay distinguishable.
     """
     base, spec_opts = parse_strategy_spec(spec)
+    if base in ("disal-batch", "disal_batch"):
+        batch = {k: BATCH_OPTIONS[k](v) for k, v in spec_opts.items() if k in BATCH_OPTIONS}
+        opts = {**disal_options, **{k: v for k, v in spec_opts.items() if k not in BATCH_OPTIONS}}
+        return DisalBatch(DisalOptions(**opts), name=spec if spec_opts else "disal-batch", **batch)
     if base == "disal":
         opts = {**disal_options, **spec_opts}
         return DISAL(DisalOptions(**opts), name=spec if spec_opts else "disal")
@@ -112,7 +119,7 @@ def select_with_candidates(
 
 
 __all__ = [
-    "BADGE", "BALD", "BASELINES", "CoreSet", "DISAL", "DisalOptions", "EmptyPoolError", "Entropy",
+    "BADGE", "BALD", "BASELINES", "CoreSet", "DISAL", "DisalBatch", "DisalOptions", "EmptyPoolError", "Entropy",
     "LeastConfidence", "Margin", "MissingInputError", "RandomSampling", "STATIC_INFLUENCE",
     "STRATEGY_NAMES", "ScoringInputs", "Selection", "StaticInfluence", "Strategy", "disal_scores",
     "head_logit_tangents", "make_strategy", "needs", "parse_strategy_spec", "seeded_order", "select_with_candidates", "top_k",

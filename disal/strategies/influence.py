@@ -133,6 +133,41 @@ def dynamic_references(probs: np.ndarray, dynamic: str) -> np.ndarray:
     return q
 
 
+def disal_residuals(
+    traj_logits: np.ndarray,
+    dir_norms: np.ndarray,
+    options: DisalOptions = DisalOptions(),
+    lrs: np.ndarray | None = None,
+    multi_label: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(r~, c): r~_k = dl~_k/dz (K+1, N, C) and c_k = w_k * sign / ||d_k|| (K+1,), 0 where d_k = 0.
+
+    S(x) = sum_k c_k r~_k(x) . t_k(x). Shared by `disal_scores` and DISAL-batch, whose gradient
+    embeddings are r~_k (x) h: the per-checkpoint gradients of the same loss.
+    """
+    z = np.asarray(traj_logits, dtype=np.float64)
+    norms = np.asarray(dir_norms, dtype=np.float64)
+    if z.ndim != 3 or len(norms) != z.shape[0]:
+        raise ValueError(f"shape mismatch: logits {z.shape}, norms {norms.shape}")
+    probs = probabilities(z, multi_label)
+    y = pseudo_targets(probs, multi_label)
+    lam = options.effective_lam
+    sign = -1.0 if options.sign == "descent" else 1.0
+    k1 = z.shape[0]
+    if options.weights == "lr":
+        if lrs is None:
+            raise ValueError("DISAL weights='lr' needs the learning rates recorded with the trajectory")
+        w = np.asarray(lrs, dtype=np.float64)
+    else:
+        w = np.ones(k1)
+    q = dynamic_references(probs, options.dynamic) if lam > 0 else probs
+    resid = (1.0 + lam) * probs - y - lam * q  # dl~/dz for CE(p, y) + lam * KL(q || p)
+    scale = np.where(norms > 0, sign * w / np.where(norms > 0, norms, 1.0), 0.0)
+    if options.last_checkpoint_only:
+        scale[:-1] = 0.0
+    return resid, scale
+
+
 def disal_scores(
     traj_logits: np.ndarray,
     tangents: np.ndarray,
@@ -148,26 +183,10 @@ def disal_scores(
     """
     z = np.asarray(traj_logits, dtype=np.float64)
     t = np.asarray(tangents, dtype=np.float64)
-    norms = np.asarray(dir_norms, dtype=np.float64)
-    if z.shape != t.shape or z.ndim != 3 or len(norms) != z.shape[0]:
-        raise ValueError(f"shape mismatch: logits {z.shape}, tangents {t.shape}, norms {norms.shape}")
-    probs = probabilities(z, multi_label)
-    y = pseudo_targets(probs, multi_label)
-    lam = options.effective_lam
-    sign = -1.0 if options.sign == "descent" else 1.0
-    k1 = z.shape[0]
-    if options.weights == "lr":
-        if lrs is None:
-            raise ValueError("DISAL weights='lr' needs the learning rates recorded with the trajectory")
-        w = np.asarray(lrs, dtype=np.float64)
-    else:
-        w = np.ones(k1)
-    q = dynamic_references(probs, options.dynamic) if lam > 0 else probs
-    resid = (1.0 + lam) * probs - y - lam * q  # dl~/dz for CE(p, y) + lam * KL(q || p)
+    if z.shape != t.shape or z.ndim != 3 or len(dir_norms) != z.shape[0]:
+        raise ValueError(f"shape mismatch: logits {z.shape}, tangents {t.shape}, norms {np.shape(dir_norms)}")
+    resid, scale = disal_residuals(z, dir_norms, options, lrs, multi_label)
     proj = (resid * t).sum(axis=-1)  # (K+1, N)
-    scale = np.where(norms > 0, sign * w / np.where(norms > 0, norms, 1.0), 0.0)
-    if options.last_checkpoint_only:
-        scale[:-1] = 0.0
     return (scale[:, None] * proj).sum(axis=0)
 
 

@@ -164,7 +164,7 @@ def test_mlp_scoring_inputs_feed_every_kind_of_strategy():
     x, y = _blobs(n=150, seed=3)
     model, traj = train_mlp(x[:30], y[:30], 3, config=HeadConfig(steps=30), seed=0, hidden=10)
     pool = np.arange(30, 150)
-    for spec in ("disal", "disal:direction=segment", "badge", "coreset", "bald", "margin"):
+    for spec in ("disal", "disal:direction=segment", "disal-batch", "badge", "coreset", "bald", "margin"):
         strat = make_strategy(spec)
         inputs = mlp_scoring_inputs(pool, x[pool], model, traj, labeled_features=x[:30], strategy=strat,
                                     mc_samples=4)

@@ -11,7 +11,8 @@ from disal.strategies import (
 from disal.strategies.influence import DIRECTIONS, head_logit_tangents
 
 ALL = list(STRATEGY_NAMES) + ["disal:sign=descent:direction=segment:dynamic=previous",
-                              "disal:direction=remaining:dynamic=none:lam=0", "disal:weights=lr"]
+                              "disal:direction=remaining:dynamic=none:lam=0", "disal:weights=lr",
+                              "disal-batch:embedding=last:gamma=0", "disal-batch:beta=2:direction=segment:weights=lr"]
 
 
 def random_inputs(n: int = 40, C: int = 4, d: int = 6, K: int = 3, seed: int = 0, multi_label: bool = False,
@@ -101,7 +102,7 @@ def test_selection_is_keyed_by_id_not_position(strategy):
 
 def test_missing_inputs_raise_clear_error():
     bare = ScoringInputs(ids=np.arange(5))
-    for name in ("entropy", "bald", "coreset", "badge", "disal"):
+    for name in ("entropy", "bald", "coreset", "badge", "disal", "disal-batch"):
         with pytest.raises(MissingInputError, match=name):
             make_strategy(name).select(bare, 2, seed=0)
 

@@ -96,3 +96,41 @@ def test_every_probability_strategy_is_a_permutation_of_the_pool(z, seed, b):
         sel = make_strategy(name).select(inputs, b, seed)
         assert sorted(sel.order.tolist()) == list(range(100, 100 + n))
         assert len(sel.selected) == min(b, n)
+
+
+def _trajectory_inputs(n: int, c: int, d: int, k: int, seed: int, direction: str = "accumulated") -> ScoringInputs:
+    rng = np.random.default_rng(seed)
+    h = rng.normal(size=(n, d)) * 2
+    W = np.cumsum(rng.normal(size=(k + 1, c, d)), axis=0)
+    b = np.cumsum(rng.normal(size=(k + 1, c)), axis=0)
+    logits, tangents, norms = head_logit_tangents(h, W, b, direction)
+    return ScoringInputs(ids=rng.permutation(n) * 3 + 7, probs=probabilities(logits[-1], False), features=h,
+                         traj_logits=logits, traj_tangents={direction: tangents}, traj_dir_norms={direction: norms},
+                         traj_lrs=np.array([0.0] + [0.1] * k))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 5), st.integers(1, 6), st.integers(1, 4), st.integers(0, 10_000),
+       st.integers(0, 45), st.floats(1.0, 6.0), st.sampled_from(["accumulated", "segment", "remaining"]))
+def test_disal_batch_picks_within_disal_candidates_then_ranks_by_disal(n, c, d, k, seed, b, beta, direction):
+    """The batch: DISAL's top item first, every pick among DISAL's top ceil(beta*b); the rest in DISAL order."""
+    inputs = _trajectory_inputs(n, c, d, k, seed, direction)
+    disal = make_strategy(f"disal:direction={direction}").select(inputs, n, seed)
+    sel = make_strategy(f"disal-batch:beta={beta}:direction={direction}").select(inputs, b, seed)
+    m = min(n, max(min(b, n), int(np.ceil(beta * min(b, n)))))
+    assert len(sel.selected) == len(set(sel.selected.tolist())) == min(b, n)
+    assert set(sel.selected.tolist()) <= set(disal.order[:m].tolist())
+    if b > 0:
+        assert sel.selected[0] == disal.order[0]
+    rest = [i for i in disal.order.tolist() if i not in set(sel.selected.tolist())]
+    assert sel.order[len(sel.selected):].tolist() == rest
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 30), st.integers(2, 5), st.integers(1, 4), st.integers(0, 10_000), st.integers(0, 30))
+def test_disal_batch_with_beta_one_is_disal_top_b(n, c, k, seed, b):
+    """beta = 1 leaves exactly b candidates: the batch is DISAL's top-b set (diversity only reorders it)."""
+    inputs = _trajectory_inputs(n, c, 4, k, seed)
+    top = make_strategy("disal").select(inputs, b, seed).selected
+    got = make_strategy("disal-batch:beta=1").select(inputs, b, seed).selected
+    assert set(got.tolist()) == set(top.tolist())
