@@ -18,6 +18,14 @@ from .trajectory import Trajectory
 from .training.head import LinearHead, head_logits, head_mc_probs
 
 
+EVERYTHING = frozenset({"probs", "features", "labeled_features", "mc_probs", "trajectory", "head_fn"})
+
+
+def _head_fn(model):
+    """The trained head as a pure function of its inputs: logits (float64) in eval mode, weights untouched."""
+    return lambda x: head_logits(model, np.asarray(x, dtype=np.float32)).astype(np.float64)
+
+
 def _head_arrays(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     w = next(n for n in traj.param_names if n.endswith("head.weight"))
     b = next(n for n in traj.param_names if n.endswith("head.bias"))
@@ -42,14 +50,15 @@ def head_scoring_inputs(
     seed: int = 0,
 ) -> ScoringInputs:
     """ScoringInputs for a linear head on fixed features; `strategy=None` computes everything."""
-    want = needs(strategy) if strategy is not None else {"probs", "features", "labeled_features", "mc_probs",
-                                                         "trajectory"}
+    want = needs(strategy) if strategy is not None else EVERYTHING
     feats = np.asarray(pool_features)
     probs = probabilities(head_logits(head, feats).astype(np.float64), multi_label)
     inputs = ScoringInputs(ids=np.asarray(ids), probs=probs, features=feats, multi_label=multi_label,
                            labeled_features=labeled_features if "labeled_features" in want else None)
     if "mc_probs" in want:
         inputs.mc_probs = head_mc_probs(head, feats, mc_samples, seed, multi_label)
+    if "head_fn" in want:
+        inputs.head_fn = _head_fn(head)
     if "trajectory" in want:
         W, b = _head_arrays(trajectory)
         tangents, norms = {}, {}
@@ -80,8 +89,7 @@ def mlp_scoring_inputs(
     """
     from .training.mlp import mlp_hidden, mlp_trajectory_arrays
 
-    want = needs(strategy) if strategy is not None else {"probs", "features", "labeled_features", "mc_probs",
-                                                         "trajectory"}
+    want = needs(strategy) if strategy is not None else EVERYTHING
     feats = np.asarray(pool_features)
     lab = mlp_hidden(model, labeled_features) if ("labeled_features" in want and labeled_features is not None) else None
     inputs = ScoringInputs(ids=np.asarray(ids), multi_label=multi_label, labeled_features=lab)
@@ -97,6 +105,8 @@ def mlp_scoring_inputs(
         inputs.features = mlp_hidden(model, feats)
     if "mc_probs" in want:
         inputs.mc_probs = head_mc_probs(model, feats, mc_samples, seed, multi_label)
+    if "head_fn" in want:
+        inputs.head_fn, inputs.head_inputs = _head_fn(model), feats
     return inputs
 
 

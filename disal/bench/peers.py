@@ -6,13 +6,19 @@ criterion) as a `disal.strategies.Strategy`, so `HeadSimulation` runs it beside 
 - small-text 1.4.1: `smalltext:breaking_ties`, `smalltext:prediction_entropy`,
   `smalltext:least_confidence`, `smalltext:greedy_coreset`, `smalltext:badge`, `smalltext:egl`,
   `smalltext:bald`;
-- baal 2.1.0: `baal:bald`, `baal:batchbald`, `baal:powerbald`.
+- baal 2.1.0: `baal:bald`, `baal:batchbald`, `baal:powerbald`;
+- scikit-activeml 1.0.1: `skactiveml:dropquery`, `skactiveml:falcun`, `skactiveml:typiclust`,
+  `skactiveml:probcover`.
 
 small-text strategies talk to a classifier and a dataset. `_HeadClassifier` is a thin facade that
 answers their calls (`predict_proba`, `predict_proba(dropout_sampling=T)`, `embed`, and for EGL
 `model` / `_create_collate_fn`) from the arrays OUR head already produced (`ScoringInputs`), and
 `_PoolDataset` is a dataset of row positions that supports the indexing they do. baal heuristics
-take MC predictions directly ([N, C, T]).
+take MC predictions directly ([N, C, T]). scikit-activeml strategies get `query(X, y, clf,
+fit_clf=False, candidates=pool rows)` with X = pool rows then labeled rows (labeled rows carry a
+placeholder label: these four read only which rows are labeled) and a `SkactivemlClassifier` facade:
+`_SkalProbs` answers predict_proba from our head's probabilities (FALCUN), `_SkalHead` runs OUR
+trained head on whatever rows it is given (DropQuery predicts on feature-dropped copies of the pool).
 
 Determinism and position independence: the pool is handed to the peer in a canonical order (sorted
 by item id, like our CoreSet/BADGE), and the peer call runs with numpy's global RNG, torch's and
@@ -29,11 +35,14 @@ follows in descending score, ties broken by `seeded_order` (id and seed). Per-it
   small-text BALD (its own `_bald` over the same MC samples it saw), baal BALD / BatchBALD
   (`get_ranks` scores; BatchBALD's are 0 for items outside its greedy history) and PowerBALD (its
   sampling distribution, BALD^(1/temperature) normalised);
+- scikit-activeml: FALCUN's first-step relevance (margin uncertainty^gamma, normalised) and
+  ProbCover's first-step out-degree (how many uncovered points a pick would cover);
 - otherwise a rank-derived score: the i-th of b selected items gets b - i (highest first), all
-  others 0 (small-text greedy_coreset and BADGE, which return only indices; and EGL when the batch
-  is the whole pool, where small-text returns before scoring).
+  others 0 (small-text greedy_coreset and BADGE, which return only indices; EGL when the batch
+  is the whole pool, where small-text returns before scoring; DropQuery and TypiClust, whose
+  utilities are distances to one cluster at a time).
 
-Every import of small_text / baal lives inside this module, inside functions: the service never
+Every import of small_text / baal / skactiveml lives inside this module, inside functions: the service never
 imports them. Peers are single-label only (the small-text strategies used here are constrained or
 built for single-label; baal's BALD reads the class axis as a distribution): multi-label inputs
 raise a clear ValueError.
@@ -54,7 +63,7 @@ from ..strategies import ScoringInputs, Selection, Strategy, make_strategy
 from ..strategies.base import MissingInputError, check_selection_args, seeded_order
 from ..training.head import LinearHead
 
-PEER_PREFIXES = ("smalltext", "baal")
+PEER_PREFIXES = ("smalltext", "baal", "skactiveml")
 
 #: spec -> the ScoringInputs fields it reads (what `needs()` reports and head_scoring_inputs computes)
 PEER_SPECS: dict[str, frozenset] = {
@@ -68,6 +77,12 @@ PEER_SPECS: dict[str, frozenset] = {
     "baal:bald": frozenset({"mc_probs"}),
     "baal:batchbald": frozenset({"mc_probs"}),
     "baal:powerbald": frozenset({"mc_probs"}),
+    # DropQuery: dropout on the head's INPUT features, predictions by our head (head_fn), k-means on them
+    "skactiveml:dropquery": frozenset({"features", "head_fn"}),
+    "skactiveml:falcun": frozenset({"probs"}),
+    "skactiveml:typiclust": frozenset({"features", "labeled_features"}),
+    # ProbCover: probs only for the number of classes (its delta search clusters into n_classes)
+    "skactiveml:probcover": frozenset({"features", "labeled_features", "probs"}),
 }
 
 #: Candidate subsets for the peers too slow to score a 3,000-item pool every round on a 2-core CPU
@@ -360,6 +375,97 @@ class BaalStrategy(PeerStrategy):
 
 
 # --------------------------------------------------------------------------------------------- #
+# scikit-activeml
+# --------------------------------------------------------------------------------------------- #
+
+
+def _skal_classifier_classes():
+    """The two SkactivemlClassifier facades (built on first use: the service never imports skactiveml)."""
+    from skactiveml.base import SkactivemlClassifier
+
+    class _SkalProbs(SkactivemlClassifier):
+        """predict_proba for rows [i] (X holds pool row positions) from our head's probabilities."""
+
+        def __init__(self, probs=None, classes=None, missing_label=np.nan, cost_matrix=None, random_state=None):
+            super().__init__(classes=classes, missing_label=missing_label, cost_matrix=cost_matrix,
+                             random_state=random_state)
+            self.probs = probs
+
+        def fit(self, X, y, sample_weight=None):
+            raise RuntimeError("the facade answers from our trained head; query with fit_clf=False")
+
+        def predict_proba(self, X, **kwargs):
+            return self.probs[np.asarray(X)[:, 0].astype(np.int64)]
+
+        def predict(self, X, **kwargs):
+            return self.predict_proba(X).argmax(axis=1)
+
+    class _SkalHead(SkactivemlClassifier):
+        """Our trained head run on any rows (DropQuery perturbs the inputs), via ScoringInputs.head_fn."""
+
+        def __init__(self, head_fn=None, classes=None, missing_label=np.nan, cost_matrix=None, random_state=None):
+            super().__init__(classes=classes, missing_label=missing_label, cost_matrix=cost_matrix,
+                             random_state=random_state)
+            self.head_fn = head_fn
+
+        def fit(self, X, y, sample_weight=None):
+            raise RuntimeError("the facade answers from our trained head; query with fit_clf=False")
+
+        def predict_proba(self, X, **kwargs):
+            z = np.asarray(self.head_fn(np.asarray(X)), dtype=np.float64)
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+
+        def predict(self, X, **kwargs):
+            return np.asarray(self.head_fn(np.asarray(X))).argmax(axis=1)
+
+    return _SkalProbs, _SkalHead
+
+
+class SkactivemlStrategy(PeerStrategy):
+    """A scikit-activeml 1.0.1 pool strategy with its own defaults, seeded with `seed`, on our head's arrays."""
+
+    def _query(self, inputs, canon, k, seed):
+        from skactiveml.pool import DropQuery, Falcun, ProbCover, TypiClust
+
+        kind = self.name.split(":", 1)[1]
+        n = len(inputs)
+        if k == 0:
+            return np.zeros(0, dtype=np.int64), None
+        rs = seed % 2**32
+        _SkalProbs, _SkalHead = _skal_classifier_classes()
+        if kind == "falcun":
+            probs = np.asarray(inputs.probs, np.float64)[canon]
+            clf = _SkalProbs(probs, classes=np.arange(probs.shape[1]))
+            X = np.arange(n, dtype=np.float64)[:, None]
+            picks, util = Falcun(random_state=rs).query(X, np.full(n, np.nan), clf, fit_clf=False, batch_size=k,
+                                                         return_utilities=True)
+            return picks, util[0]
+        if kind == "dropquery":
+            rows = inputs.head_inputs if inputs.head_inputs is not None else inputs.features
+            X = np.asarray(rows, np.float64)[canon]
+            C = int(np.asarray(inputs.head_fn(X[:1])).shape[1])
+            clf = _SkalHead(inputs.head_fn, classes=np.arange(C))
+            qs = DropQuery(random_state=rs, cluster_algo_dict={"random_state": rs})
+            return qs.query(X, np.full(n, np.nan), clf, fit_clf=False, batch_size=k), None
+        feats = np.asarray(inputs.features, np.float64)[canon]
+        lab = inputs.labeled_features
+        lab = np.zeros((0, feats.shape[1])) if lab is None else np.asarray(lab, np.float64)
+        X = np.concatenate([feats, lab])
+        y = np.concatenate([np.full(n, np.nan), np.zeros(len(lab))])  # labeled rows: any label, never read
+        cand = np.arange(n)
+        if kind == "typiclust":
+            return TypiClust(random_state=rs).query(X, y, candidates=cand, batch_size=k), None
+        if kind == "probcover":
+            # its default delta grid (0.2..2.0) is for unit-norm embeddings, as in the paper: normalise rows
+            Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+            qs = ProbCover(n_classes=int(np.asarray(inputs.probs).shape[1]), random_state=rs)
+            picks, util = qs.query(Xn, y, candidates=cand, batch_size=k, return_utilities=True)
+            return picks, util[0][:n]
+        raise ValueError(f"unknown scikit-activeml strategy {self.name!r}")
+
+
+# --------------------------------------------------------------------------------------------- #
 # Construction
 # --------------------------------------------------------------------------------------------- #
 
@@ -375,7 +481,8 @@ def make_peer_strategy(spec: str) -> PeerStrategy:
         raise ValueError(f"{spec} cannot run faithfully on our head: {err} ({why})")
     if spec not in PEER_SPECS:
         raise ValueError(f"unknown peer strategy {spec!r}; choose from {', '.join(PEER_SPECS)}")
-    return (SmallTextStrategy if spec.startswith("smalltext:") else BaalStrategy)(spec)
+    prefix = spec.split(":", 1)[0]
+    return {"smalltext": SmallTextStrategy, "baal": BaalStrategy, "skactiveml": SkactivemlStrategy}[prefix](spec)
 
 
 def make_bench_strategy(spec: str, **disal_options) -> Strategy:
@@ -385,5 +492,6 @@ def make_bench_strategy(spec: str, **disal_options) -> Strategy:
     return make_strategy(spec, **disal_options)
 
 
-__all__ = ["DEFAULT_MAX_CANDIDATES", "PEER_SPECS", "UNSUPPORTED", "BaalStrategy", "PeerStrategy", "SmallTextStrategy", "is_peer_spec",
+__all__ = ["DEFAULT_MAX_CANDIDATES", "PEER_SPECS", "UNSUPPORTED", "BaalStrategy", "PeerStrategy", "SkactivemlStrategy",
+           "SmallTextStrategy", "is_peer_spec",
            "make_bench_strategy", "make_peer_strategy"]

@@ -35,6 +35,10 @@ class ScoringInputs:
     - traj_dir_norms: {direction: (K+1,)} ||d_k|| for each direction kind.
     - traj_lrs: (K+1,) mean learning rate of the segment ending at checkpoint k (entry 0 unused).
     - head_grad_embedding: (N, C*d) optional precomputed BADGE embedding.
+    - head_fn: the trained head as a function, (M, d_in) inputs -> (M, C) logits, for strategies that
+      perturb the head's inputs (DropQuery's feature dropout). Pure: it never changes the model.
+    - head_inputs: (N, d_in) the rows the head reads, when they are not `features` (the mlp regime's
+      `features` are its hidden activations; its inputs are the encoder's features).
     """
 
     ids: np.ndarray
@@ -47,6 +51,8 @@ class ScoringInputs:
     traj_dir_norms: Mapping[str, np.ndarray] = field(default_factory=dict)
     traj_lrs: np.ndarray | None = None
     multi_label: bool = False
+    head_fn: Callable[[np.ndarray], np.ndarray] | None = None
+    head_inputs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids)
@@ -55,7 +61,7 @@ class ScoringInputs:
         if len(np.unique(self.ids)) != len(self.ids):
             raise ValueError("ids must be unique: state is keyed by item id")
         n = len(self.ids)
-        for name in ("probs", "features"):
+        for name in ("probs", "features", "head_inputs"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{name} has {len(arr)} rows but there are {n} ids")
@@ -87,6 +93,8 @@ class ScoringInputs:
             traj_dir_norms=dict(self.traj_dir_norms),
             traj_lrs=self.traj_lrs,
             multi_label=self.multi_label,
+            head_fn=self.head_fn,
+            head_inputs=take(self.head_inputs),
         )
 
 

@@ -1,4 +1,4 @@
-"""Peer libraries' strategies (small-text, baal) in our loop: the same contract as ours, and cross-checks.
+"""Peer libraries' strategies (small-text, baal, scikit-activeml) in our loop: the same contract as ours, and cross-checks.
 
 The contract tests are the project's own (imported from test_strategy_contract and run here with a
 `strategy` fixture over the peer specs). Peers are single-label only, so the contract's sigmoid
@@ -7,6 +7,7 @@ case is replaced by a clear-error check.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -28,7 +29,9 @@ from disal.bench.peers import PEER_SPECS, UNSUPPORTED, make_bench_strategy  # no
 from disal.strategies import MissingInputError, ScoringInputs, make_strategy, needs  # noqa: E402
 from disal.strategies.diversity import CoreSet  # noqa: E402
 
-WORKING = [s for s in PEER_SPECS if s not in UNSUPPORTED]
+HAVE_SKACTIVEML = importlib.util.find_spec("skactiveml") is not None
+WORKING = [s for s in PEER_SPECS
+           if s not in UNSUPPORTED and (HAVE_SKACTIVEML or not s.startswith("skactiveml:"))]
 
 @pytest.fixture(params=WORKING)
 def strategy(request):
@@ -46,7 +49,7 @@ def test_peer_refuses_multi_label_inputs_clearly(strategy):
 
 def test_peer_reports_its_needs_and_refuses_missing_inputs(strategy):
     want = needs(strategy)
-    assert want and want <= {"probs", "features", "labeled_features", "mc_probs"}
+    assert want and want <= {"probs", "features", "labeled_features", "mc_probs", "head_fn"}
     with pytest.raises(MissingInputError, match=strategy.name):
         strategy.select(ScoringInputs(ids=np.arange(5)), 2, seed=0)
 

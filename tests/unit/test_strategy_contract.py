@@ -38,7 +38,8 @@ def random_inputs(n: int = 40, C: int = 4, d: int = 6, K: int = 3, seed: int = 0
     ids = rng.permutation(n) * 7 + ids_offset
     return ScoringInputs(ids=ids, probs=probs, features=feats, labeled_features=rng.normal(size=(5, d)),
                          mc_probs=mc, traj_logits=logits, traj_tangents=tangents, traj_dir_norms=norms,
-                         traj_lrs=np.array([0.0] + [0.01] * K), multi_label=multi_label)
+                         traj_lrs=np.array([0.0] + [0.01] * K), multi_label=multi_label,
+                         head_fn=lambda x: np.asarray(x) @ W[-1].T + b[-1])  # the head behind probs
 
 
 @pytest.fixture(params=ALL)
