@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
@@ -201,7 +202,8 @@ def create_app(model: BackendModel) -> Flask:
 
     @app.get("/status/<int:project_id>/curve.png")
     def curve_png(project_id: int):
-        if not (model.store(project_id).dir / "project.json").exists():
+        # checked on disk first: an unknown id must not create a store in memory
+        if not (Path(model.settings.model_dir) / "projects" / str(project_id) / "project.json").exists():
             raise RequestError(404, f"unknown project {project_id}")
         resp = Response(curve_png_for(model, project_id), mimetype="image/png")
         resp.headers["Cache-Control"] = "no-store"
