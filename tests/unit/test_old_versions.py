@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fake_labelstudio import BASE_URL, TOKEN, annotation_event, connect, topic_texts  # noqa: E402
@@ -124,3 +125,12 @@ def test_with_zero_grace_every_older_version_goes_at_once(backend_with, fake):
     cold = fake.project["model_version"]
     v2 = label_and_retrain(client, model, fake, 1)
     assert fake.predictions_of(cold) == {} and {p["model_version"] for p in fake.predictions} == {v2}
+
+
+def test_the_grace_setting_defaults_to_two_hours_and_refuses_negative_values():
+    from disal.config import ConfigError, Settings
+
+    assert Settings.from_env({}).old_versions_grace_s == 7200.0
+    assert Settings.from_env({"OLD_VERSIONS_GRACE_S": "90"}).old_versions_grace_s == 90.0
+    with pytest.raises(ConfigError, match="OLD_VERSIONS_GRACE_S"):
+        Settings.from_env({"OLD_VERSIONS_GRACE_S": "-1"})
