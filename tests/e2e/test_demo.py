@@ -27,4 +27,5 @@ def test_demo_brings_up_a_prioritized_project_and_reuses_it(tmp_path):
     second = run_demo(tmp_path, ls_port, be_port)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert "created project" not in second.stdout and "connected the backend" not in second.stdout
+    assert "annotations do not retrain" not in second.stdout  # created with the training toggle on
     assert "the queue (disal-0001-coldstart" in second.stdout  # the restarted backend serves its version at once
