@@ -116,3 +116,34 @@ def test_peers_refuse_missing_head_and_labeled_inputs():
 
     with pytest.raises(MissingInputError, match="head_fn"):
         make_bench_strategy("skactiveml:dropquery").select(inputs, 2, seed=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """As simulate() does: tiny matrices on a shared CPU run far faster on one thread than on two."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("mode", ["head", "mlp"])
+def test_simulator_runs_the_skactiveml_peers_beside_disal_batch(mode, one_torch_thread):
+    from disal.bench.simulator import HeadSimulation, SimulationConfig
+    from disal.training.head import HeadConfig
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 12)) * 2
+    ytr, yte = rng.integers(0, 3, 150), rng.integers(0, 3, 60)
+    Xtr = (centres[ytr] + rng.normal(size=(150, 12))).astype(np.float32)
+    Xte = (centres[yte] + rng.normal(size=(60, 12))).astype(np.float32)
+    specs = SPECS + ["disal-batch"]
+    cfg = SimulationConfig(strategies=specs, seeds=1, initial=10, batch=5, rounds=1, train_mode=mode,
+                           head=HeadConfig(steps=25), mlp_hidden=16, device="cpu", mc_samples=4)
+    sim = HeadSimulation(Xtr, ytr, Xte, yte, 3, cfg)
+    for spec in specs:
+        rows = list(sim.run(spec, 0))
+        assert [r["n_labeled"] for r in rows] == [10, 15], spec
+        assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
