@@ -277,7 +277,7 @@ def test_ten_ui_submits_with_a_retrain_while_each_task_is_open(driver, artifacts
     prechecked: list[tuple[int, list[str], list[str]]] = []
     labeled: set[int] = set()
     task = wait_for(lambda: screen_task(driver, n_choices), 60, "the first task on the labeling screen")
-    after_reload = False
+    after_reload = retrain_pending = False
     for i in range(UI_LABELS):
         # served by `snap.version`: the lowest score among the unlabeled tasks, with its prediction pre-checked
         # (after a reload Label Studio first serves the task this user still holds: no queue check then)
@@ -288,12 +288,13 @@ def test_ten_ui_submits_with_a_retrain_while_each_task_is_open(driver, artifacts
         if i == 2:
             artifacts.shot("labeling-screen")
             shutil.copyfile(artifacts.saved[-1], artifacts.dir / "ui-labeling.png")
-        if i > 0:  # the retrain the previous submit started finishes (and cleans up) while this task is open
+        if retrain_pending:  # the retrain the previous submit started finishes (and cleans up) while this task is open
             wait_settled(ui_backend, pid, (snap.version,))
         snap = snapshot(label_studio, pid)  # the version that will serve the next task
         out = submit_and_watch(driver, label_studio, task, gold_of(label_studio, task), n_choices)
         outcomes.append(out)
         labeled.add(task)
+        retrain_pending = out.saved  # a submit that did not save sends no annotation event
         if not out.saved:
             artifacts.shot(f"submit-{i + 1}-failed")
             driver.refresh()  # what a person must do; the UI keeps failing otherwise
