@@ -221,3 +221,24 @@ def test_cli_offers_mlp_and_device_and_refuses_an_absent_cuda(capsys):
     if not torch.cuda.is_available():
         assert main(["--device", "cuda", "--dataset", "digits"]) == 2
         assert "no CUDA" in capsys.readouterr().err
+
+
+def test_finetune_mode_still_runs_with_a_device(tiny_model_dir):
+    """The third regime, unchanged by the mlp one: a tiny BERT fine-tuned per round, DISAL by jvp, on `device`."""
+    from disal.bench.simulator import FinetuneSimulation, SimulationConfig
+    from disal.data import TextDataset
+    from disal.training.adapter import HFTextAdapter
+
+    words = [["football", "match", "team"], ["bank", "market", "profit"], ["film", "music", "star"]]
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    texts = [" ".join(rng.choice(words[c], 3)) for c in y]
+    ds = TextDataset("tiny", ["a", "b", "c"], texts[:30], y[:30], texts[30:], y[30:])
+    cfg = SimulationConfig(strategies=["disal"], seeds=1, initial=6, batch=3, rounds=1, train_mode="finetune",
+                           params="last-1", finetune_epochs=1, finetune_min_steps=2,
+                           head=HeadConfig(num_checkpoints=2), device="cpu")
+    ad = HFTextAdapter(str(tiny_model_dir), num_labels=3, max_length=16, device=cfg.device)
+    for spec in ("disal", "margin"):
+        rows = list(FinetuneSimulation(ad, ds, cfg).run(spec, 0))
+        assert [r["n_labeled"] for r in rows] == [6, 9]
+        assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
