@@ -6,6 +6,8 @@ never used for selection. Three training modes:
   trajectory is the head's, scored in closed form. Fast enough for many seeds on a 2-core CPU.
 - `mlp`: the same cached features, a one-hidden-layer head (training/mlp.py): non-convex training,
   the trajectory of all its parameters, DISAL by torch.func.jvp. About as cheap as `head`.
+- `top-N` (e.g. `top-2`): the encoder's last N blocks + head fine-tuned from hidden states cached once
+  per task below them (top_simulation.py); training and DISAL's jvp run through the top N blocks only.
 - `finetune`: the encoder's `params` set (all / last-N / head) is fine-tuned from the pretrained
   weights every round; DISAL scores with torch.func.jvp. Faithful, and ~100x slower on a CPU.
 Image datasets (digits, mnist) use a frozen EfficientNet-Lite0 (training/image_encoder.py), head or mlp mode.
@@ -54,6 +56,9 @@ class SimulationConfig:
     warm_start: bool = False
     mlp_hidden: int = MLP_HIDDEN
     device: str = "auto"
+    hidden_cache_dtype: str = "float16"  # top-N: storage of the cached boundary states
+    hidden_cache_max_mb: float = 4096.0  # top-N: memory bound of that cache
+    hidden_cache_max_disk_mb: float = 16384.0  # top-N: disk bound (<cache-dir>/hidden)
 
 
 def initial_set(n: int, k: int, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -74,7 +79,16 @@ def round_row(strategy: str, seed: int, rnd: int, n_labeled: int, y_true: np.nda
             "train_seconds": train_seconds, "score_seconds": 0.0}
 
 
-TRAIN_MODES = ("head", "mlp", "finetune")
+TRAIN_MODES = ("head", "mlp", "finetune")  # and top-N (N >= 1): see valid_train_mode
+
+
+def valid_train_mode(mode: str) -> bool:
+    from ..training.top import parse_top_mode
+
+    try:
+        return mode in TRAIN_MODES or parse_top_mode(mode) is not None
+    except ValueError:
+        return False
 
 
 class HeadSimulation:
@@ -208,8 +222,8 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
     """Run every (strategy, seed) on a TextDataset or ImageDataset; write results.jsonl, summary.md and curves.png."""
     from .report import write_report
 
-    if cfg.train_mode not in TRAIN_MODES:
-        raise ValueError(f"train mode must be one of {', '.join(TRAIN_MODES)}, got {cfg.train_mode!r}")
+    if not valid_train_mode(cfg.train_mode):
+        raise ValueError(f"train mode must be one of {', '.join(TRAIN_MODES)} or top-N, got {cfg.train_mode!r}")
     adapter = make_encoder(ds, cfg, model, max_length, image_size)
     is_image = getattr(ds, "modality", "text") == "image"
     out.mkdir(parents=True, exist_ok=True)
@@ -222,8 +236,13 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
         torch.set_num_threads(1)
         sim = HeadSimulation(Xtr, ds.train_labels, Xte, ds.test_labels, len(ds.classes), cfg)
         full_acc = sim.full_data_accuracy()
-        print(f"full-data accuracy ({len(Xtr)} labels, frozen encoder + {cfg.train_mode} head): {full_acc:.4f}",
-              flush=True)
+        kind = "MLP" if cfg.train_mode == "mlp" else "linear"
+        print(f"full-data accuracy ({len(Xtr)} labels, frozen encoder + {kind} head): {full_acc:.4f}", flush=True)
+    elif cfg.train_mode.startswith("top-"):
+        from .top_simulation import TopSimulation
+
+        sim = TopSimulation(adapter, ds, cfg, cache_dir)
+        full_acc = None
     else:
         sim = FinetuneSimulation(adapter, ds, cfg)
         full_acc = None
@@ -252,6 +271,7 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
             "n_test": len(ds.test_labels), "model": adapter.model_id,
             "image_size": adapter.image_size if is_image else None, "full_data_accuracy": full_acc, "wall_seconds": time.time() - t_start,
             "config": {k: (v.__dict__ if isinstance(v, HeadConfig) else v) for k, v in cfg.__dict__.items()}}
+    meta.update(getattr(sim, "meta", {}))
     (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     write_report(rows, out, meta)
     return rows
