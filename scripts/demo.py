@@ -76,6 +76,20 @@ def ensure_connected(c: httpx.Client, pid: int, backend_url: str) -> None:
     print(f"connected the backend at {backend_url} to project {pid}", flush=True)
 
 
+UNITS = {"fetching": "tasks read", "encoding": "texts encoded", "training": "steps", "scoring": "tasks"}
+
+
+def progress_line(h: dict) -> str:
+    """One /health state as a person reads it: "encoding 1,200/10,000 texts encoded", "pushing 500
+    predictions" (a push reports once per chunk, so its done count reads 0 until the end)."""
+    state, p = h.get("state"), h.get("progress") or {}
+    if not p.get("total"):
+        return str(state)
+    if state == "pushing":
+        return f"pushing {p['total']:,} predictions"
+    return f"{state} {p.get('done', 0):,}/{p['total']:,} {UNITS.get(state, '')}".rstrip()
+
+
 def wait_for_queue(backend: BackendServer, pid: int, timeout: float) -> dict:
     """Until the first queue is live: the whole one, or on a big pool the first partial one (the
     backend pushes it after FIRST_QUEUE_SECONDS of encoding and refines it in the background)."""
@@ -85,9 +99,7 @@ def wait_for_queue(backend: BackendServer, pid: int, timeout: float) -> dict:
         if h.get("error") and h.get("state") == "idle":  # /health's reason for the last failed job
             raise SystemExit(f"the backend's first round failed: {h['error']} (log: {backend.log})")
         if h.get("state") != last or time.time() - last_print > 10:
-            p = h.get("progress") or {}
-            count = f" {p.get('done')}/{p.get('total')}" if p.get("total") else ""
-            print(f"  backend: {h.get('state')}{count}", flush=True)
+            print(f"  backend: {progress_line(h)}", flush=True)
             last, last_print = h.get("state"), time.time()
         if h.get("model_version") and (h.get("state") == "idle" or h.get("partial")):
             return h
