@@ -21,7 +21,7 @@ import pytest
 
 from fake_labelstudio import LABELS, TOKEN, FakeLabelStudio, choices_config, topic_texts
 
-from .harness import bounded_loop, credential_leaks, percentile, read_log, secret_forms, serve_fake_labelstudio, \
+from .harness import basic, bounded_loop, credential_leaks, percentile, read_log, secret_forms, serve_fake_labelstudio, \
     slow_clients
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def test_webhooks_answer_within_label_studios_second_while_predict_is_saturated_
 def test_an_oversized_body_is_refused_before_it_is_read(stack):
     backend, _, _, auth = stack
     port = int(backend.url.rsplit(":", 1)[1])
-    header = httpx.BasicAuth(*auth)._auth_header
+    header = basic(*auth)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall((f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {header}\r\n"
                    f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n").encode())
@@ -138,7 +138,8 @@ def test_no_credential_reaches_a_log_line_at_debug(stack):
     backend, ls, fake, auth = stack
     # traffic that tempts a leak: wrong credentials, credentials in bodies, a round that talks to Label Studio
     for header in ("Basic " + "dG9rZW4=", f"Token {TOKEN}", "Bearer " + PASSWORD):
-        httpx.get(backend.url + "/health", headers={"Authorization": header}, timeout=5)
+        r = httpx.get(backend.url + "/health", headers={"Authorization": header.encode("utf-8")}, timeout=5)
+        assert r.status_code == 401
     httpx.post(backend.url + "/webhook", auth=auth, timeout=5, json={"action": "START_TRAINING", "project": {"id": 1},
                                                                       "token": TOKEN, "password": PASSWORD})
     fake.annotate(1, [LABELS[0]])
