@@ -13,8 +13,14 @@ from ..strategies import STRATEGY_NAMES
 from ..strategies.influence import CHECKPOINT_WEIGHTS, DIRECTIONS, DYNAMICS, SIGNS, DisalOptions
 from ..training.head import HeadConfig, resolve_device
 from .features import default_cache_dir
-from ..training.mlp import MLP_HIDDEN
-from .simulator import TRAIN_MODES, SimulationConfig, simulate
+from ..training.mlp import MLP_HIDDEN, MLP_LR
+from .simulator import TRAIN_MODES, SimulationConfig, simulate, valid_train_mode
+
+
+def _train_mode(value: str) -> str:
+    if not valid_train_mode(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: one of {', '.join(TRAIN_MODES)} or top-N (N >= 1, e.g. top-2)")
+    return value
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -61,19 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-length", type=int, default=128, help="text encoder token limit")
     model.add_argument("--image-size", type=int, default=None,
                        help="image datasets: EfficientNet-Lite0 input resolution (default: 64 for digits, 96 for mnist)")
-    model.add_argument("--train-mode", choices=TRAIN_MODES, default="head",
+    model.add_argument("--train-mode", type=_train_mode, default="head", metavar="{head,mlp,top-N,finetune}",
                        help="head: frozen encoder, cached features, linear head; mlp: the same features, a "
-                            "one-hidden-layer head (non-convex, DISAL by jvp); finetune: train `--params`")
+                            "one-hidden-layer head (non-convex, DISAL by jvp); top-N (e.g. top-2): fine-tune the "
+                            "last N encoder blocks + head from hidden states cached once per text below them "
+                            "(--epochs, --min-steps; DISAL by jvp through the N blocks only); finetune: train `--params`")
     model.add_argument("--mlp-hidden", type=int, default=MLP_HIDDEN, help="mlp mode: hidden units of the head")
+    model.add_argument("--mlp-lr", type=float, default=MLP_LR,
+                       help="mlp mode: learning rate of the MLP head (--head-lr is the linear head's)")
     model.add_argument("--device", default="auto",
                        help="where models train and score: auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     model.add_argument("--params", default="head", help="finetune mode: head, all or last-N")
     model.add_argument("--head-steps", type=int, default=h.steps, help="optimizer steps of the linear head per round")
     model.add_argument("--head-lr", type=float, default=h.lr, help="learning rate of the linear head")
-    model.add_argument("--epochs", type=int, default=3, help="finetune mode epochs per round")
+    model.add_argument("--epochs", type=int, default=3, help="finetune and top-N modes: epochs per round")
     model.add_argument("--warm-start", action="store_true",
-                       help="head and mlp modes: start each round from the previous round's model (theta_0)")
-    model.add_argument("--min-steps", type=int, default=40, help="finetune mode: at least this many steps per round")
+                       help="head, mlp and top-N modes: start each round from the previous round's model (theta_0)")
+    model.add_argument("--hidden-cache-dtype", choices=("float16", "bfloat16", "float32"), default="float16",
+                       help="top-N mode: storage of the cached hidden states (float16: half the bytes, logits within ~1e-3)")
+    model.add_argument("--hidden-cache-max-mb", type=float, default=4096.0,
+                       help="top-N mode: memory bound of the hidden-state cache, checked before encoding")
+    model.add_argument("--hidden-cache-max-disk-mb", type=float, default=16384.0,
+                       help="top-N mode: disk bound of the hidden-state cache (<cache-dir>/hidden)")
+    model.add_argument("--min-steps", type=int, default=40,
+                       help="finetune and top-N modes: at least this many steps per round")
     model.add_argument("--checkpoints", type=int, default=h.num_checkpoints,
                        help="K: trajectory checkpoints DISAL sums over")
     method = p.add_argument_group("DISAL options (see docs/method.md)")
@@ -127,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         disal_options={"direction": args.direction, "dynamic": args.dynamic, "lam": args.lam, "sign": args.sign,
                        "weights": args.weights},
         max_candidates=args.max_candidates, finetune_epochs=args.epochs,
-        finetune_min_steps=args.min_steps, warm_start=args.warm_start, mlp_hidden=args.mlp_hidden,
-        device=args.device,
+        finetune_min_steps=args.min_steps, warm_start=args.warm_start, mlp_hidden=args.mlp_hidden, mlp_lr=args.mlp_lr,
+        device=args.device, hidden_cache_dtype=args.hidden_cache_dtype,
+        hidden_cache_max_mb=args.hidden_cache_max_mb, hidden_cache_max_disk_mb=args.hidden_cache_max_disk_mb,
     )
     print(f"dataset {ds.name}: {len(ds.train_labels)} train / {len(ds.test_labels)} test, {len(ds.classes)} classes; "
           f"strategies {', '.join(cfg.strategies)}; {cfg.seeds} seeds x {cfg.rounds} rounds", flush=True)

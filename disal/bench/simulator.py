@@ -31,7 +31,7 @@ from ..scoring import head_scoring_inputs, jvp_scoring_inputs, mlp_scoring_input
 from ..strategies import DISAL, ScoringInputs, make_strategy, needs, select_with_candidates
 from ..strategies.influence import probabilities
 from ..training.head import HeadConfig, head_logits, head_mc_probs, resolve_device, train_head
-from ..training.mlp import MLP_HIDDEN, train_mlp
+from ..training.mlp import MLP_HIDDEN, MLP_LR, train_mlp
 from .features import cached_encode
 from .metrics import accuracy, macro_f1
 from .peers import make_bench_strategy
@@ -55,6 +55,7 @@ class SimulationConfig:
     mc_samples: int = 20
     warm_start: bool = False
     mlp_hidden: int = MLP_HIDDEN
+    mlp_lr: float = MLP_LR
     device: str = "auto"
     hidden_cache_dtype: str = "float16"  # top-N: storage of the cached boundary states
     hidden_cache_max_mb: float = 4096.0  # top-N: memory bound of that cache
@@ -104,7 +105,8 @@ class HeadSimulation:
 
     def train(self, X: np.ndarray, y: np.ndarray, config: HeadConfig, seed: int, init=None):
         """(model, trajectory) of the regime; `init` (the previous round's state dict) warm-starts it."""
-        if self.mode == "mlp":
+        if self.mode == "mlp":  # the head's settings, except its learning rate (MLP_LR: 0.05 is too high)
+            config = HeadConfig(**{**config.__dict__, "lr": self.cfg.mlp_lr})
             return train_mlp(X, y, self.C, config=config, seed=seed, init=init, hidden=self.cfg.mlp_hidden,
                              device=self.device)
         return train_head(X, y, self.C, config=config, seed=seed, init=init, device=self.device)

@@ -24,6 +24,10 @@ from ..trajectory import Trajectory
 from .head import HeadConfig, _as_training_tensors, fit_with_trajectory, resolve_device
 
 MLP_HIDDEN = 256
+#: The MLP's learning rate (AdamW). The linear head's 0.05 is too high for it: on BBC features with 40 and
+#: 100 random labels, 150 steps, test accuracy was 0.840 / 0.901 at 0.05, 0.851 / 0.932 at 0.01 and
+#: 0.865 / 0.939 at 0.003 (linear head at 0.05: 0.853 / 0.932); weight decay 1e-4 vs 1e-2 changed nothing.
+MLP_LR = 0.003
 ACTIVATIONS = ("gelu", "relu")
 
 

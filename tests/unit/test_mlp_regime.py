@@ -216,7 +216,8 @@ def test_cli_offers_mlp_and_device_and_refuses_an_absent_cuda(capsys):
     from disal.bench.__main__ import build_parser, main
 
     args = build_parser().parse_args(["--train-mode", "mlp", "--device", "cpu", "--warm-start"])
-    assert (args.train_mode, args.device, args.warm_start, args.mlp_hidden) == ("mlp", "cpu", True, 256)
+    got = (args.train_mode, args.device, args.warm_start, args.mlp_hidden, args.mlp_lr)
+    assert got == ("mlp", "cpu", True, 256, 0.003)
     assert build_parser().parse_args([]).device == "auto"
     if not torch.cuda.is_available():
         assert main(["--device", "cuda", "--dataset", "digits"]) == 2
