@@ -164,18 +164,37 @@ def watch(backend: BackendServer, pid: int, t0: float, done: Callable[[dict], bo
     raise TimeoutError(f"project {pid}: not done within {timeout:.0f}s (timeline {timeline})")
 
 
-def served_by_label_studio(c: httpx.Client, pid: int, version: str) -> dict:
-    """What Label Studio itself says about a pushed version: project.model_version, its prediction
-    count, and whether the task /next serves carries a prediction of it (the queue is really live)."""
+def served_by_label_studio(c: httpx.Client, pid: int, version: str, t0: float, timeout: float = 300) -> dict:
+    """What Label Studio itself says about a pushed version: project.model_version and its prediction
+    count; the time (since t0) from which the project samples by uncertainty (the backend sets it
+    right after the push, with the "DISAL queue" view); and whether GET /next then serves a task
+    carrying a disal prediction, i.e. the queue's head.
+
+    Why not poll /next itself: each call locks the task it returns for this user, and Label Studio
+    keeps returning that task until the lock expires, so a call made before the switch would tie
+    the measurement to the lock's lifetime rather than to the backend.
+    """
     project = c.get(f"/api/projects/{pid}/").json()
     counts = c.get(f"/api/projects/{pid}/model-versions/").json()
     if isinstance(counts, list):
         counts = {d.get("model_version"): d.get("count") for d in counts}
+    out = {"project_model_version": project.get("model_version"), "predictions": counts.get(version),
+           "served_seconds": None}
+    deadline = time.time() + timeout
+    while project.get("sampling") != "Uncertainty sampling":
+        if time.time() > deadline:
+            log(f"  project {pid} still samples {project.get('sampling')!r} after {timeout:.0f}s: {out}")
+            return out
+        time.sleep(0.2)
+        project = c.get(f"/api/projects/{pid}/").json()
+    out["served_seconds"] = round(time.time() - t0, 2)
     task = next_task(c, pid)
     preds = c.get("/api/predictions/", params={"task": task["id"]}).json()
     preds = preds.get("results", preds) if isinstance(preds, dict) else preds
-    return {"project_model_version": project.get("model_version"), "predictions": counts.get(version),
-            "next_task": task["id"], "next_task_has_prediction": any(p.get("model_version") == version for p in preds)}
+    out["next_task"] = task["id"]
+    out["served_version"] = next((p["model_version"] for p in preds
+                                  if str(p.get("model_version", "")).startswith("disal-")), None)
+    return out
 
 
 def next_task(c: httpx.Client, pid: int) -> dict:
@@ -313,8 +332,10 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
         timeline: list[dict] = []
         h = watch(backend, pid, t0, lambda h: bool(h.get("model_version")), 3600, timeline)
         res["first_queue_seconds"] = timeline[0]["seconds"]
-        res["first_queue"] = {**timeline[0], **served_by_label_studio(c, pid, h["model_version"])}
-        log(f"pool {n}: first queue {h['model_version']} live {res['first_queue_seconds']}s after connecting: "
+        res["first_queue"] = {**timeline[0], **served_by_label_studio(c, pid, h["model_version"], t0)}
+        res["first_queue_served_seconds"] = res["first_queue"]["served_seconds"]
+        log(f"pool {n}: first queue {h['model_version']} live {res['first_queue_seconds']}s after connecting, "
+            f"served by Label Studio (uncertainty sampling) from {res['first_queue_served_seconds']}s: "
             f"{res['first_queue']}")
         if first_queue_only and h.get("partial"):
             res["annotations_during_encoding"] = annotate_during_encoding(c, backend, pid, label_of, timeline, t0)

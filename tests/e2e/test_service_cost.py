@@ -34,6 +34,28 @@ def test_service_cost_measures_rounds_phases_latency_and_memory_on_a_small_pool(
     assert not res["latency_errors"], res["latency_errors"]
     assert res["memory"]["peak_rss_mb"] >= res["memory"]["rss_mb"] > 50
     assert res["trajectory_bytes"] > 0
+    first = res["first_queue"]
+    assert 0 < res["first_queue_seconds"] <= res["first_queue_served_seconds"]
+    assert first["project_model_version"] == first["version"] and first["served_version"].startswith("disal-")
+
+
+def test_first_queue_mode_times_a_partial_first_queue_and_annotations_made_while_it_encodes(label_studio,
+                                                                                             tmp_path):
+    """FIRST_QUEUE_SECONDS=0: the first queue is pushed after one encoding chunk (partial), Label Studio
+    serves a task of it, annotations made during the encoding reach a queue, and the round completes."""
+    res = service_cost.measure_pool(label_studio, 300, rounds=0, work=tmp_path, latency=False,
+                                    backend_env={"FIRST_QUEUE_SECONDS": "0"}, first_queue_only=True)
+    first = res["first_queue"]
+    assert first["partial"] and first["total"] == 300 and 0 < first["queue_over"] < 300
+    assert first["predictions"] == first["queue_over"], "exactly the encoded tasks carry a prediction"
+    assert first["project_model_version"] == first["version"] and first["served_seconds"] is not None
+    timeline = res["first_round_timeline"]
+    assert timeline[0]["version"] == first["version"] and not timeline[-1]["partial"]
+    assert [t["seconds"] for t in timeline] == sorted(t["seconds"] for t in timeline)
+    during = res["annotations_during_encoding"]  # measured whenever the first queue is partial
+    assert during["annotations"] == 10 and during["last_annotation_to_queue_seconds"] > 0
+    assert any(t["labels"] >= 10 for t in timeline), "a queue trained on those annotations was served"
+    assert res["first_queue_seconds"] <= res["cold_start_seconds"]
 
 
 def test_push_top_k_queue_in_label_studio_serves_and_sorts_the_pushed_head_first(label_studio, tmp_path):
