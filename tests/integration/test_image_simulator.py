@@ -40,7 +40,7 @@ def test_digits_end_to_end(tmp_path, capsys):
 def test_finetune_mode_is_refused_for_images(tmp_path, capsys):
     rc = main(["--dataset", "digits", "--train-mode", "finetune", "--out", str(tmp_path / "o"), "--cache-dir", ""])
     assert rc == 2
-    assert "head mode only" in capsys.readouterr().err
+    assert "--train-mode finetune is for text models" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="head mode only"):
         simulate(load_digits().subsample(20, 10), SimulationConfig(strategies=["random"], train_mode="finetune"),
