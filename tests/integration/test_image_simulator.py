@@ -42,7 +42,7 @@ def test_finetune_mode_is_refused_for_images(tmp_path, capsys):
     assert rc == 2
     assert "--train-mode finetune is for text models" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    with pytest.raises(ValueError, match="head mode only"):
+    with pytest.raises(ValueError, match="finetune is for text models"):
         simulate(load_digits().subsample(20, 10), SimulationConfig(strategies=["random"], train_mode="finetune"),
                  None, tmp_path / "o2")
     assert main(["--dataset", "mnist", "--model", "x", "--out", str(tmp_path / "o3"), "--cache-dir", ""]) == 2
