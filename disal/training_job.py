@@ -440,7 +440,8 @@ class TrainingJob:
         head = traj = None
         if len(classes) >= 2:
             kind = "head"
-            ctx.set_state("training", 0, self.head_config.steps, note=f"training the head on {len(lab_ids)} labels")
+            # no step counts: the head trains in well under a second, and a bar stuck at 0/150 misleads
+            ctx.set_state("training", note=f"training the head on {len(lab_ids)} labels")
             t0 = time.time()
             if spec.multi_label:
                 targets = _multi_hot([labels[t] for t in lab_ids], spec)
