@@ -29,6 +29,7 @@ from selenium.common.exceptions import StaleElementReferenceException, WebDriver
 from selenium.webdriver.common.by import By
 
 from disal.data import load_bbc
+from e2e.helpers import wait_for  # one poller for the e2e and browser suites
 
 from .conftest import BACKEND_AUTH, ROOT
 
@@ -62,16 +63,6 @@ return out;
 
 
 # -- what the services say -----------------------------------------------------------------------
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    t0, last = time.time(), None
-    while time.time() - t0 < timeout:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
 def backend_health(backend, pid: int) -> dict:
     r = httpx.get(backend.url + "/health", auth=BACKEND_AUTH, timeout=10)
     r.raise_for_status()
