@@ -50,3 +50,21 @@ def test_bad_top_modes_are_refused_by_the_parser(mode, capsys):
 def test_help_documents_top_n():
     text = build_parser().format_help()
     assert "top-N" in text and "--hidden-cache-max-mb" in text
+
+
+def test_top_scoring_cost_rows_on_a_tiny_bert(tiny_model_dir):
+    """The cost benchmark's bookkeeping (the figures themselves are measured on MiniLM, never asserted)."""
+    import numpy as np
+
+    from disal.bench.top_scoring_cost import measure
+    from disal.training.adapter import HFTextAdapter
+
+    ad = HFTextAdapter(str(tiny_model_dir), num_labels=3, max_length=16)
+    texts = ["the football match was good", "bank profit and market shares", "new phone", "music award"]
+    lab = ["sports team game", "vote minister party", "market bank profit", "goal star match"]
+    res = measure(ad, texts, lab, np.array([0, 1, 2, 0]), top_blocks=1, ks=[1, 2], repeats=1, steps=4)
+    assert [r["K"] for r in res["rows"]] == [1, 2]
+    assert [r["target_passes"] for r in res["rows"]] == [3, 5]
+    assert all(r["passes"] == r["disal_cpu_s"] / r["plain_cpu_s"] for r in res["rows"])
+    tokens = sum(int(ad.tokenize([t])["attention_mask"].sum()) for t in texts + lab)
+    assert res["cache_bytes_per_task"] == tokens * 32 * 2 / len(texts + lab)  # fp16, hidden 32
