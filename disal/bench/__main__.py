@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SimulationConfig(
         strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
         seeds=args.seeds, initial=args.initial, batch=args.batch, rounds=args.rounds,
-        train_mode=args.train_mode, params=args.params if args.train_mode == "finetune" else "head",
+        train_mode=args.train_mode,
+        params=(args.params if args.train_mode == "finetune"
+                else "last-" + args.train_mode[4:] if args.train_mode.startswith("top-") else "head"),
         head=HeadConfig(steps=args.head_steps, lr=args.head_lr, num_checkpoints=args.checkpoints),
         disal_options={"direction": args.direction, "dynamic": args.dynamic, "lam": args.lam, "sign": args.sign,
                        "weights": args.weights},

@@ -27,7 +27,7 @@ def test_top_mode_runs_and_reports_its_cache(tmp_path, tiny_model_dir, warm):
     assert main(argv + (["--warm-start"] if warm else [])) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["n_labeled"] for r in rows if r["strategy"] == "disal"] == [6, 10, 14]
-    assert all(r["train_mode"] == "top-1" and r["train_seconds"] > 0 for r in rows)
+    assert all(r["train_mode"] == "top-1" and r["params"] == "last-1" and r["train_seconds"] > 0 for r in rows)
     assert all(r["score_seconds"] > 0 and r["scored"] == 30 - r["n_labeled"] for r in rows if r["round"] < 2)
     top = json.loads((out / "meta.json").read_text())["top_regime"]
     assert top["top_blocks"] == 1 and top["first_trained_block"] == 1 and top["cache_tasks"] == 39
