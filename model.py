@@ -100,7 +100,8 @@ class DisalModel:
         self._httpx_client = httpx_client
         self._ls_sleep = ls_sleep
         self._stores: dict[int, ProjectStore] = {}
-        self._tokens: dict[int, SetupToken] = {}  # from /setup, with its host; memory only, never logged or written
+        # from /setup, with its host; kept in MODEL_DIR/projects/<id>/setup_token.json (0600) for restarts
+        self._tokens: dict[int, SetupToken] = {}
         self._verified: set[tuple[int, str, str]] = set()  # (project, url, key) that Label Studio confirmed
         REDACTOR.add_secret(self.settings.label_studio_api_key)
         REDACTOR.add_secret(self.settings.basic_auth_pass, self.settings.basic_auth_user)
@@ -117,13 +118,13 @@ class DisalModel:
                 self.metrics.queue_length.labels(str(pid)).set(len(v.priority))
                 log.info("project %s: serving %s (%s, %d labels)", pid, v.name, v.kind, len(v.labels))
                 part = partial_of(v)
-                if part and self.settings.label_studio_api_key:  # stopped mid first round: go on encoding
+                if part and self._can_reach(pid):  # stopped mid first round: go on encoding
                     log.info("project %s: its queue covers %d/%d tasks: resuming the first round", pid,
                              part["encoded"], part["total"])
                     self.jobs.submit(pid, JobRequest(initial=True, reasons={"resume partial queue": 1}))
                 elif part:
                     log.info("project %s: its queue covers %d/%d tasks; the first round resumes at Label "
-                             "Studio's next /setup or annotation (no LABEL_STUDIO_API_KEY to resume now)", pid,
+                             "Studio's next /setup or annotation (no credentials for its Label Studio yet)", pid,
                              part["encoded"], part["total"])
 
     def _warm_up(self) -> None:
@@ -150,6 +151,22 @@ class DisalModel:
     def is_known(self, project_id: int) -> bool:
         return (self.store(project_id).dir / "project.json").exists()
 
+    def _can_reach(self, project_id: int) -> bool:
+        """Whether the credentials rule gives this project a (URL, key) now, without calling anyone."""
+        try:
+            self.credentials_for(project_id)
+        except LabelStudioError:
+            return False
+        return True
+
+    def _setup_token(self, project_id: int) -> SetupToken | None:
+        """The project's /setup token: from memory, else from its file (a restarted backend)."""
+        token = self._tokens.get(project_id)
+        if token is None and (saved := self.store(project_id).load_setup_token()) is not None:
+            token = self._tokens[project_id] = SetupToken(*saved)
+            REDACTOR.add_secret(token.token)
+        return token
+
     def credentials_for(self, project_id: int, pinned_host: str | None = None,
                         token: SetupToken | None = None) -> tuple[str, str]:
         """(url, key) for a project by the rule in disal.credentials; LabelStudioError if none is allowed."""
@@ -157,7 +174,7 @@ class DisalModel:
             pinned_host = self.store(project_id).load_info().get("hostname")
         try:
             return credentials.resolve(self.settings.label_studio_url, self.settings.label_studio_api_key,
-                                       pinned_host, token or self._tokens.get(project_id))
+                                       pinned_host, token or self._setup_token(project_id))
         except CredentialsError as exc:
             raise LabelStudioError("connect", str(exc)) from None
 
@@ -232,11 +249,13 @@ class DisalModel:
                                     "LABEL_STUDIO_URL, or BASIC_AUTH_USER/PASS so that /setup is authenticated")
         bound = hostname or pinned
         token = SetupToken(bound, raw_token) if raw_token else None
-        if token is None and (prev := self._tokens.get(pid)) is not None and prev.host == bound:
+        if token is None and (prev := self._setup_token(pid)) is not None and prev.host == bound:
             token = prev  # Label Studio repeats /setup; the token that came with this host stays paired with it
         self._verify_project(pid, bound, token)
         if token is not None:
             REDACTOR.add_secret(token.token)
+            if self._tokens.get(pid) != token:
+                store.save_setup_token(token.host, token.token)
             self._tokens[pid] = token
         hostname = bound
         hosts = list(info.get("backend_hosts") or [])

@@ -4,6 +4,7 @@ Layout (one folder per project):
 
     MODEL_DIR/projects/<project id>/
         project.json             label spec, Label Studio hostname (never a token)
+        setup_token.json         the token Label Studio sent with /setup and its host (mode 0600)
         current.json             {"version": ...}: the latest version that was fully pushed
         superseded.json          {version: unix time it stopped being current}: its predictions in Label
                                  Studio are deleted only OLD_VERSIONS_GRACE_S after that
@@ -124,6 +125,24 @@ class ProjectStore:
 
     def load_info(self) -> dict:
         return read_json(self.dir / "project.json", {}) or {}
+
+    # -- the token Label Studio sent with /setup ---------------------------------------------------
+    TOKEN_FILE = "setup_token.json"
+
+    def save_setup_token(self, host: str | None, token: str) -> None:
+        """Keep /setup's token with the host it came with, readable by this user only (0600), so a
+        restarted backend can use it. Never in project.json, /health or a log line."""
+        with self._lock:
+            path = self.dir / self.TOKEN_FILE
+            atomic_write_json(path, {"host": host, "token": token})  # mkstemp: created 0600
+            os.chmod(path, 0o600)
+
+    def load_setup_token(self) -> tuple[str | None, str] | None:
+        data = read_json(self.dir / self.TOKEN_FILE, None)
+        if not isinstance(data, dict) or not isinstance(data.get("token"), str) or not data["token"]:
+            return None
+        host = data.get("host")
+        return (host if isinstance(host, str) else None), data["token"]
 
     # -- versions --------------------------------------------------------------------------------
     def list_versions(self) -> list[str]:

@@ -211,3 +211,36 @@ def test_the_backend_masks_setup_tokens_in_its_logs(backend_with, fake, caplog):
     for rec in caplog.records:
         REDACTOR.filter(rec)
         assert TOKEN not in rec.getMessage()
+
+
+# -- the /setup token across a restart ------------------------------------------------------------
+def test_a_restarted_backend_uses_the_saved_setup_token_kept_0600_and_nowhere_else(backend_with, fake, tmp_path):
+    import json
+    import os
+    import stat
+
+    from fake_labelstudio import setup_payload
+
+    model_dir = tmp_path / "shared_model_dir"
+    client, model = backend_with(label_studio_url=None, label_studio_api_key=None, model_dir=model_dir)
+    connect(client, model, fake)
+    path = model_dir / "projects" / "1" / "setup_token.json"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert json.loads(path.read_text()) == {"host": "http://labelstudio.test", "token": TOKEN}
+    assert TOKEN not in (model_dir / "projects" / "1" / "project.json").read_text()
+    model.close()
+    # a new process on the same MODEL_DIR, before Label Studio calls /setup again
+    client2, model2 = backend_with(label_studio_url=None, label_studio_api_key=None, model_dir=model_dir)
+    before = len(fake.requests)
+    fake.annotate(1, ["business"])
+    fake.annotate(2, ["sport"])
+    r = client2.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert r.status_code == 201
+    assert model2.jobs.wait_idle(1, 30)
+    health = client2.get("/health").get_json()
+    assert health["projects"]["1"]["kind"] == "head", health["projects"]["1"]
+    assert TOKEN not in json.dumps(health)
+    assert len(fake.requests) > before
+    # the saved token stays paired with its host: a /setup naming another host is still refused
+    r = client2.post("/setup", json=setup_payload(fake, hostname="http://elsewhere.test", access_token="t-999"))
+    assert r.status_code == 409
