@@ -26,15 +26,16 @@ from disal import credentials
 from disal.config import Settings
 from disal.credentials import CredentialsError, SetupToken
 from disal.jobs import JobManager, JobRequest
-from disal.labelconfig import LabelSpec, TaskTextError, UnsupportedConfigError, parse_label_config, task_text
+from disal.labelconfig import LabelSpec, TaskInputError, UnsupportedConfigError, parse_label_config
 from disal.labelstudio import LabelStudioClient, LabelStudioError
 from disal.metrics import Metrics
 from disal.redaction import REDACTOR
 from disal.queue import prediction_for
 from disal.server import RequestError
 from disal.state import ProjectStore
+from disal.tasks import Encoders, FeatureEncoder
 from disal.training.head import HeadConfig
-from disal.training_job import COLDSTART_NOTE, Encoder, TrainingJob, partial_note, partial_of
+from disal.training_job import COLDSTART_NOTE, TrainingJob, partial_note, partial_of
 from disal.training_job import TRAINING_OFF_NOTE
 
 log = logging.getLogger("disal.model")
@@ -93,10 +94,14 @@ class DisalModel:
 
     def __init__(self, settings: Settings | None = None, *, httpx_client: httpx.Client | None = None,
                  adapter_factory: Callable[[], object] | None = None, head_config: HeadConfig | None = None,
-                 ls_sleep: Callable[[float], None] = time.sleep, warm_up: bool = False) -> None:
+                 ls_sleep: Callable[[float], None] = time.sleep, warm_up: bool = False,
+                 image_model_factory: Callable[[], object] | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.metrics = Metrics()
-        self.encoder = Encoder(self.settings, adapter_factory)
+        # one encoder per project type (disal.tasks), built at first use; tests inject tiny models
+        factories = {k: v for k, v in (("adapter_factory", adapter_factory),
+                                       ("image_model_factory", image_model_factory)) if v is not None}
+        self.encoders = Encoders(self.settings, **factories)
         self._httpx_client = httpx_client
         self._ls_sleep = ls_sleep
         self._stores: dict[int, ProjectStore] = {}
@@ -107,7 +112,7 @@ class DisalModel:
         REDACTOR.add_secret(self.settings.basic_auth_pass, self.settings.basic_auth_user)
         self._clients: dict[tuple, LabelStudioClient] = {}
         self._lock = threading.Lock()
-        self.job = TrainingJob(self.settings, self.encoder, self.store, self.client_for, self.metrics, head_config)
+        self.job = TrainingJob(self.settings, self.encoders, self.store, self.client_for, self.metrics, head_config)
         self.jobs = JobManager(self.job, self.metrics)
         self.started = time.time()
         if warm_up:  # load the encoder and torch's optimizer in the background: the first round is then fast
@@ -126,6 +131,11 @@ class DisalModel:
                     log.info("project %s: its queue covers %d/%d tasks; the first round resumes at Label "
                              "Studio's next /setup or annotation (no credentials for its Label Studio yet)", pid,
                              part["encoded"], part["total"])
+
+    @property
+    def encoder(self) -> FeatureEncoder:
+        """The text projects' encoder (the default type; image projects: `encoders.for_type`)."""
+        return self.encoders.for_type("text_classification")
 
     def _warm_up(self) -> None:
         try:
@@ -321,8 +331,15 @@ class DisalModel:
                                     f"{self.settings.predict_max_tasks} (PREDICT_MAX_TASKS). The backend pushes "
                                     "the queue's predictions itself after every round")
         spec = self._spec_for(project_id, label_config)
+        version = self.store(project_id).current()
+        # read with the project's own Label Studio credentials (images); none needed for text
+        try:
+            ls = self.client_for(project_id) if spec.task_type != "text_classification" else None
+        except LabelStudioError:
+            ls = None  # only Label Studio paths need it: MediaFetcher names the missing URL per task
+        io = self.job.task_io(spec, ls)
         ids: list[int | None] = []
-        texts: list[str] = []
+        texts: list = []
         bad: list[str] = []
         for i, task in enumerate(tasks):
             if not isinstance(task, dict):
@@ -330,21 +347,25 @@ class DisalModel:
                 continue
             tid = task.get("id")
             try:
-                texts.append(task_text(task, spec, self.settings.max_text_chars))
+                texts.append(io.read(task, spec))
                 ids.append(int(tid) if isinstance(tid, int) or (isinstance(tid, str) and tid.isdigit()) else None)
-            except TaskTextError as exc:
+            except TaskInputError as exc:
                 bad.append(str(exc))
         if bad:
             raise RequestError(422, "predict: " + "; ".join(bad[:20]) + (f" (and {len(bad) - 20} more)" if len(bad) > 20 else ""))
-        version = self.store(project_id).current()
         if version is None:
             return {"results": [], "model_version": None,
                     "message": f"project {project_id} has no model version yet (the first queue is being built)"}
         if not tasks:
             return {"results": [], "model_version": version.name}
         t0 = time.perf_counter()
-        feats = self.encoder.features(ids, texts, save=False)
-        priorities, probs = self.job.place(version, ids, feats)
+        res = io.encode(ids, texts, save=False)
+        if res.failed:  # an unreadable image: a 422 naming the task, as for a task without its input
+            why = [f"task {tasks[p].get('id')}: {r}" for p, r in sorted(res.failed.items())]
+            for line in why:
+                log.warning("project %s: predict: %s", project_id, line)
+            raise RequestError(422, "predict: " + "; ".join(why[:20]) + (f" (and {len(why) - 20} more)" if len(why) > 20 else ""))
+        priorities, probs = self.job.place(version, ids, res.features)
         out_spec = version.spec
         results = [prediction_for(None, out_spec, float(priorities[i]), version.name,
                                   None if probs is None else probs[i]) for i in range(len(tasks))]
@@ -394,7 +415,11 @@ class DisalModel:
             if v is not None:
                 entry.update(kind=v.kind, cold_start=v.kind == "coldstart", labels=len(v.labels),
                              queue_length=len(v.priority), strategy=v.meta.get("strategy"),
-                             classes=v.meta.get("classes"))
+                             classes=v.meta.get("classes"), task_type=v.spec.task_type,
+                             encoder=v.meta.get("encoder"))
+                skipped = v.meta.get("skipped") or {}
+                if skipped.get("count"):  # tasks whose input (an image) could not be read: named, with why
+                    entry["skipped_tasks"] = skipped
                 if v.kind == "coldstart":
                     entry["note"] = COLDSTART_NOTE.format(n=len(v.meta.get("classes") or []))
                 partial = partial_of(v)
@@ -414,7 +439,8 @@ class DisalModel:
                 entry["error"] = job["last_error"]["error"]
             projects[str(pid)] = entry
         return {"status": "UP", "model_class": type(self).__name__, "strategy": self.settings.strategy,
-                "encoder": self.encoder.model_id, "uptime_s": round(time.time() - self.started, 1),
+                "encoder": self.encoder.model_id,
+                "encoders": {t: e.model_id for t, e in self.encoders.built().items()}, "uptime_s": round(time.time() - self.started, 1),
                 "projects": projects}
 
     def versions(self, project: str | None = None) -> dict:

@@ -1,8 +1,9 @@
-"""What the backend understands of a Label Studio project: `<Choices>` over `<Text>`, and its labels.
+"""What the backend understands of a Label Studio project: one `<Choices>` over one object, and its labels.
 
-Read with the SDK's `LabelInterface`. Everything else (images, spans, several Choices, ...) is
-rejected with a message that says what is supported, because a backend that half-understands a
-config would push a queue built on the wrong labels.
+Read with the SDK's `LabelInterface`. Which objects a `<Choices>` may label (`<Text>`, `<Image>`) is
+up to the project-type modules in `disal.tasks`: `parse_label_config` asks them, and everything
+else (spans, several Choices, ...) is rejected with a message that lists every supported shape,
+because a backend that half-understands a config would push a queue built on the wrong labels.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = ("one <Choices> control (choice=\"single\", \"single-radio\" or \"multiple\") over one <Text> "
-             "object whose value is a task data field, e.g. <Text name=\"text\" value=\"$text\"/>, and optionally "
-             "<TextArea name=\"disal_note\"> over the same <Text>, where the backend writes its note")
+
+def supported_shapes() -> str:
+    """Every label-config shape some task module accepts, for error messages."""
+    from .tasks import supported_shapes as shapes
+
+    return shapes()
 
 # The optional control the labeling screen shows the model's note in (its guess with its probability, and
 # what the prediction score means): Label Studio 1.23 displays no per-result score for a whole-task
@@ -28,12 +32,15 @@ class UnsupportedConfigError(ValueError):
     """The label config is not one the backend supports (message names what is)."""
 
 
-class TaskTextError(ValueError):
-    """A task has no usable text in the configured data field."""
+class TaskInputError(ValueError):
+    """A task has no usable input (text, image reference) in the configured data field."""
 
     def __init__(self, task_id: Any, message: str) -> None:
         super().__init__(f"task {task_id}: {message}")
         self.task_id = task_id
+
+
+TaskTextError = TaskInputError  # the text module's name for it
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class LabelSpec:
     labels: tuple[str, ...]
     multi_label: bool
     note_from_name: str | None = None  # the <TextArea name="disal_note"> that shows the model's note, if any
+    task_type: str = "text_classification"  # the disal.tasks module that reads, encodes and predicts
 
     @property
     def num_labels(self) -> int:
@@ -56,18 +64,28 @@ class LabelSpec:
 
     def as_dict(self) -> dict:
         return {"from_name": self.from_name, "to_name": self.to_name, "value_field": self.value_field,
-                "labels": list(self.labels), "multi_label": self.multi_label, "note_from_name": self.note_from_name}
+                "labels": list(self.labels), "multi_label": self.multi_label, "note_from_name": self.note_from_name,
+                "task_type": self.task_type}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LabelSpec":
         return cls(d["from_name"], d["to_name"], d["value_field"], tuple(d["labels"]), bool(d["multi_label"]),
-                   d.get("note_from_name"))  # versions saved before the note control existed have none
+                   d.get("note_from_name"),  # versions saved before the note control existed have none
+                   d.get("task_type") or "text_classification")  # ... and before images, were text
 
 
 def parse_label_config(xml: str) -> LabelSpec:
-    """Parse and validate a label config; raise UnsupportedConfigError naming what is supported."""
+    """Parse and validate a label config; raise UnsupportedConfigError listing every supported shape.
+
+    The shape is the same for every project type (one `<Choices>` over one object whose value is a
+    task data field, optionally the note `<TextArea>`); which object tags are allowed, and which task
+    module a config belongs to, comes from `disal.tasks`.
+    """
     from label_studio_sdk.label_interface import LabelInterface
 
+    from .tasks import module_for_object
+
+    SUPPORTED = supported_shapes()
     if not isinstance(xml, str) or not xml.strip():
         raise UnsupportedConfigError(f"the label config is empty; supported: {SUPPORTED}")
     if re.search(r"<!\s*(DOCTYPE|ENTITY)", xml, re.IGNORECASE):  # entity expansion costs seconds of CPU
@@ -91,13 +109,14 @@ def parse_label_config(xml: str) -> LabelSpec:
         raise UnsupportedConfigError(f"<Choices name=\"{ctrl.name}\"> must have one toName; supported: {SUPPORTED}")
     objects = {o.name: o for o in li.objects}
     obj = objects.get(to_names[0])
-    if obj is None or obj.tag.lower() != "text":
+    module = module_for_object(obj.tag) if obj is not None else None
+    if module is None:
         tag = obj.tag if obj is not None else "nothing"
-        raise UnsupportedConfigError(f"<Choices name=\"{ctrl.name}\"> points at {tag} named {to_names[0]!r}, not "
-                                     f"a <Text>; supported: {SUPPORTED}")
+        raise UnsupportedConfigError(f"<Choices name=\"{ctrl.name}\"> points at {tag} named {to_names[0]!r}, which "
+                                     f"no project type reads; supported: {SUPPORTED}")
     value = str(obj.value or "")
     if not value.startswith("$") or len(value) < 2:
-        raise UnsupportedConfigError(f"<Text name=\"{obj.name}\"> value={value!r} is not a task data field "
+        raise UnsupportedConfigError(f"<{obj.tag} name=\"{obj.name}\"> value={value!r} is not a task data field "
                                      f"($field); supported: {SUPPORTED}")
     labels = tuple(dict.fromkeys(str(x) for x in (ctrl.labels or [])))
     if len(labels) < 2:
@@ -110,9 +129,9 @@ def parse_label_config(xml: str) -> LabelSpec:
     if notes:
         if list(notes[0].to_name or []) != [obj.name]:
             raise UnsupportedConfigError(f"<TextArea name=\"{NOTE_CONTROL}\"> must have toName=\"{obj.name}\", "
-                                         f"the <Text> the choices label; supported: {SUPPORTED}")
+                                         f"the <{obj.tag}> the choices label; supported: {SUPPORTED}")
         note = notes[0].name
-    return LabelSpec(ctrl.name, obj.name, value[1:], labels, mode == "multiple", note)
+    return LabelSpec(ctrl.name, obj.name, value[1:], labels, mode == "multiple", note, module.name)
 
 
 def task_text(task: dict, spec: LabelSpec, max_chars: int) -> str:

@@ -164,8 +164,9 @@ class LabelStudioClient:
         self.backoff = backoff
         self.page_size = page_size
         self._sleep = sleep
+        self._http = httpx_client or httpx.Client(timeout=timeout, follow_redirects=True)
         self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0,
-                               httpx_client=httpx_client or httpx.Client(timeout=timeout, follow_redirects=True))
+                               httpx_client=self._http)
 
     def __repr__(self) -> str:  # never the token
         return f"LabelStudioClient({self.url!r})"
@@ -268,6 +269,17 @@ class LabelStudioClient:
 
     def get_task(self, task_id: int) -> dict:
         return _as_dict(self._call(f"get task {task_id}", lambda: self.sdk.tasks.get(id=task_id)))
+
+    def media_fetcher(self, timeout: float = 20.0, max_bytes: int = 20 * 1024 * 1024) -> "MediaFetcher":
+        """Reads this project's media files (disal.media): Label Studio paths with this client's token,
+        other hosts without it."""
+        from .media import MediaFetcher
+
+        def authorization() -> dict[str, str]:
+            auth = self.sdk._client_wrapper.get_headers().get("Authorization")  # a PAT is refreshed here
+            return {"Authorization": auth} if auth else {}
+
+        return MediaFetcher(self.url, authorization, client=self._http, timeout=timeout, max_bytes=max_bytes)
 
     # -- predictions -----------------------------------------------------------------------------
     def import_predictions(self, project_id: int, predictions: Sequence[dict], chunk_size: int = 500,

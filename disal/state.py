@@ -319,6 +319,11 @@ class FeatureCache:
         row = self._rows.get(int(task_id))
         return None if row is None else row[1]
 
+    def hash_of(self, task_id: int) -> str | None:
+        """The key a task's cached row was stored under (image features: `<ref hash>.<content hash>`)."""
+        row = self._rows.get(int(task_id))
+        return None if row is None else row[0]
+
     def save(self) -> None:
         with self._lock:
             if not self._dirty or not self._rows:

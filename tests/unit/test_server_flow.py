@@ -308,12 +308,25 @@ def test_no_credentials_at_all_is_a_clear_setup_error_that_leaves_no_state(backe
 def test_a_label_config_changed_to_something_unsupported_fails_the_job_clearly(backend, fake):
     client, model = backend
     connect(client, model, fake)
-    fake.project["label_config"] = '<View><Image name="i" value="$img"/><Choices name="c" toName="i">' \
+    fake.project["label_config"] = '<View><Audio name="a" value="$audio"/><Choices name="c" toName="a">' \
                                    '<Choice value="a"/><Choice value="b"/></Choices></View>'
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     assert model.jobs.wait_idle(1, 30)
     health = client.get("/health").get_json()["projects"]["1"]
     assert "UnsupportedConfigError" in health["error"] and "<Text>" in health["error"]
+    assert health["model_version"] == fake.project["model_version"]  # still serving the previous version
+
+
+def test_a_text_project_switched_to_an_image_config_fails_the_job_naming_the_field(backend, fake):
+    """Every task then lacks what the config reads: no queue over nothing replaces the working one."""
+    client, model = backend
+    connect(client, model, fake)
+    fake.project["label_config"] = '<View><Image name="i" value="$img"/><Choices name="c" toName="i">' \
+                                   '<Choice value="a"/><Choice value="b"/></Choices></View>'
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert model.jobs.wait_idle(1, 30)
+    health = client.get("/health").get_json()["projects"]["1"]
+    assert "has a usable image in data field 'img'" in health["error"] and '<Image name="i">' in health["error"]
     assert health["model_version"] == fake.project["model_version"]  # still serving the previous version
 
 
