@@ -139,10 +139,12 @@ def task_text(task: dict, spec: LabelSpec, max_chars: int) -> str:
     data = task.get("data")
     if not isinstance(data, dict):
         raise TaskTextError(task.get("id"), "has no 'data' object")
-    if spec.value_field not in data:
+    # an uploaded .txt file: Label Studio keeps it under "$undefined$", its stand-in for the config's field
+    key = spec.value_field if spec.value_field in data or "$undefined$" not in data else "$undefined$"
+    if key not in data:
         raise TaskTextError(task.get("id"), f"has no text field {spec.value_field!r} in its data "
                                             f"(fields: {', '.join(sorted(map(str, data))) or 'none'})")
-    text = data[spec.value_field]
+    text = data[key]
     if not isinstance(text, str):
         raise TaskTextError(task.get("id"), f"field {spec.value_field!r} is {type(text).__name__}, not text")
     if not text.strip():

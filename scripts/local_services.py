@@ -160,6 +160,8 @@ class LabelStudioServer(_Service):
         self.port, self.username, self.password, self.token = port, username, password, token
         self.url = f"http://127.0.0.1:{port}"
         self.log = self.data_dir / "labelstudio.log"
+        # local-files storage serves files under this folder (/data/local-files/?d=<path relative to it>)
+        self.local_files_root = self.data_dir / "local-files"
         self.proc: subprocess.Popen | None = None
 
     def env(self) -> dict:
@@ -175,6 +177,8 @@ class LabelStudioServer(_Service):
             "SSRF_PROTECTION_ENABLED": "false",    # otherwise connect is refused and webhooks dropped
             "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false",
             "LATEST_VERSION_CHECK": "false",
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(self.local_files_root),
         })
         return env
 
@@ -182,6 +186,7 @@ class LabelStudioServer(_Service):
         if not LS_BIN.exists():
             raise FileNotFoundError(f"{LS_BIN} is missing: run `make install-ls`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.local_files_root.mkdir(parents=True, exist_ok=True)
         self.proc, self.started_in = _spawn(
             [str(LS_BIN), "start", "--internal-host", "127.0.0.1", "-p", str(self.port), "--no-browser"],
             self.env(), self.data_dir, self.log, self.url + "/health", timeout)

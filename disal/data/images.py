@@ -84,3 +84,26 @@ def load_mnist5k(test_fraction: float = TEST_FRACTION, split_seed: int = SPLIT_S
         raise ValueError(f"{path}: expected 785 columns (784 pixels + label), got shape {raw.shape}")
     images = (raw[:, :784].reshape(-1, 28, 28).astype(np.float32) / 255.0).clip(0.0, 1.0)
     return _split("mnist", images, raw[:, 784], test_fraction, split_seed)
+
+
+def write_png_files(ds: ImageDataset, folder, n: int, seed: int = 0, classes: list[str] | None = None,
+                    prefix: str = "") -> list[tuple["object", str]]:
+    """Write `n` training images of `ds` (restricted to `classes`, balanced at random) as PNG files into
+    `folder`; returns [(path, label)]. How an image project's demo and tests get real files to upload:
+    the pixels as a Label Studio user would have them (8-bit grayscale PNGs), labels in the name."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keep = [ds.classes.index(c) for c in (classes or ds.classes)]
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(np.flatnonzero(np.isin(ds.train_labels, keep)))[:n]
+    out = []
+    for k, i in enumerate(idx):
+        label = ds.classes[int(ds.train_labels[i])]
+        path = folder / f"{prefix}{ds.name}-{k:05d}-{label}.png"
+        Image.fromarray((np.clip(ds.train_images[i], 0, 1) * 255).round().astype(np.uint8)).save(path)  # 2-D uint8: grayscale
+        out.append((path, label))
+    return out

@@ -26,6 +26,7 @@ from ..labelconfig import LabelSpec, TaskInputError
 from ..state import FeatureCache
 
 Progress = Callable[[int, int], None]
+UNDEFINED_KEY = "$undefined$"  # Label Studio's settings.DATA_UNDEFINED_NAME
 
 __all__ = ["Encoded", "FeatureEncoder", "Progress", "TaskInputError", "TaskModule"]
 
@@ -107,6 +108,10 @@ class TaskModule(ABC):
         if not isinstance(data, dict):
             raise TaskInputError(task.get("id"), "has no 'data' object")
         key = self.data_field(spec)
+        if key not in data and UNDEFINED_KEY in data:
+            # a file uploaded or synced from storage: Label Studio stores it under "$undefined$" and maps
+            # that to the config's (one) data field when it serializes a task; webhook payloads carry it raw
+            return data[UNDEFINED_KEY]
         if key not in data:
             raise TaskInputError(task.get("id"), f"has no {self.input_word} field {key!r} in its data "
                                                  f"(fields: {', '.join(sorted(map(str, data))) or 'none'})")

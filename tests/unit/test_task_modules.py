@@ -98,6 +98,9 @@ def test_read_input_takes_the_configured_field_and_names_a_task_without_it(case)
         case.module.read_input({"id": 7, "data": {spec.value_field: "  "}}, spec, s)
     with pytest.raises(TaskInputError, match="task 8: has no 'data' object"):
         case.module.read_input({"id": 8}, spec, s)
+    # an uploaded file as a webhook carries it: Label Studio's "$undefined$" key stands for the config's field
+    raw = {"id": 9, "data": {"$undefined$": case.tasks[0]["data"][spec.value_field]}}
+    assert case.module.read_input(raw, spec, s) == value
 
 
 def test_encode_is_aligned_keyed_by_task_id_and_cached(case):
