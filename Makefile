@@ -78,7 +78,9 @@ serve: install
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} THREADS=$(THREADS) PORT=$(PORT) $(VENV)/bin/gunicorn \
 		--config gunicorn.conf.py --access-logfile - _wsgi:app
 
-## The newcomer's path: a real Label Studio (127.0.0.1:8080) with a BBC News project whose queue is
-## prioritized by the backend (127.0.0.1:9090). Ctrl-C stops both. Data in .demo/.
+## The newcomer's path: a real Label Studio (127.0.0.1:8080) with a BBC News (text) project and an
+## MNIST (image) project whose queues are prioritized by the backend (127.0.0.1:9090). DEMO=bbc or
+## DEMO=mnist brings up one of them. Ctrl-C stops both services. Data in .demo/.
+DEMO ?= all
 demo: install install-ls
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python scripts/demo.py
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python scripts/demo.py --demo $(DEMO)

@@ -1,9 +1,13 @@
-"""`make demo`: a real Label Studio with a BBC News project whose queue is prioritized by the backend.
+"""`make demo`: a real Label Studio with demo projects whose queues are prioritized by the backend.
 
 Starts Label Studio 1.23 (its own venv, 127.0.0.1:8080, data in .demo/) with a known account and the
-backend under gunicorn (127.0.0.1:9090, models in .demo/model_dir), creates the project from the
-real BBC News dataset (once: a second run reuses it), connects the backend, waits until the first
-queue is pushed, prints where to log in, and stops both cleanly on Ctrl-C.
+backend under gunicorn (127.0.0.1:9090, models in .demo/model_dir), creates the projects (once: a
+second run reuses them), connects the backend, waits until each first queue is pushed, prints where
+to log in, and stops both cleanly on Ctrl-C. The projects (`--demo`, `make demo DEMO=...`):
+- `bbc`: BBC News articles, a text classification project;
+- `mnist`: MNIST digits written as PNG files and uploaded through Label Studio's import API, an image
+  classification project (its images are served from /data/upload/ and read with the token);
+- `all` (default): both.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.local_services import BackendServer, LabelStudioServer  # noqa: E402
 
 TITLE = "BBC News (DISAL demo)"
+IMAGE_TITLE = "MNIST digits (DISAL demo)"
 
 
 def port_is_free(port: int) -> bool:
@@ -42,13 +47,56 @@ def label_config(classes: list[str]) -> str:
             f'<TextArea name="disal_note" toName="text" rows="2"/></View>')
 
 
-def find_or_create_project(c: httpx.Client, n_tasks: int) -> tuple[int, bool]:
+def image_label_config(classes: list[str]) -> str:
+    choices = "".join(f'<Choice value="{c}"/>' for c in classes)
+    return (f'<View><Header value="Which digit is this?"/><Image name="image" value="$image" width="280px"/>'
+            f'<Choices name="digit" toName="image" choice="single" showInline="true">{choices}</Choices>'
+            f'<Header value="Model note (DISAL backend)" size="6"/>'
+            f'<TextArea name="disal_note" toName="image" rows="2"/></View>')
+
+
+def existing_project(c: httpx.Client, title: str) -> int | None:
     for p in c.get("/api/projects/", params={"page_size": 100}).json()["results"]:
-        if p["title"] == TITLE:
+        if p["title"] == title:
             if not p.get("start_training_on_annotation_update"):  # the user's choice (or an older demo's project)
-                print("note: this project's \"Start model training on annotation submission\" is off, so annotations "
+                print(f"note: {title}: \"Start model training on annotation submission\" is off, so annotations "
                       "do not retrain; turn it on in the project's Settings > Model", flush=True)
-            return p["id"], False
+            return p["id"]
+    return None
+
+
+def find_or_create_image_project(c: httpx.Client, n_images: int, folder: Path) -> tuple[int, bool]:
+    """MNIST digits as PNG files, uploaded as a user uploads them (multipart import)."""
+    pid = existing_project(c, IMAGE_TITLE)
+    if pid is not None:
+        return pid, False
+    from disal.data import load_mnist5k
+    from disal.data.images import write_png_files
+
+    ds = load_mnist5k()
+    pid = c.post("/api/projects/", json={"title": IMAGE_TITLE, "label_config": image_label_config(ds.classes),
+                                         "description": "Images ordered by DISAL: open the 'DISAL queue' tab "
+                                                        "or press Label All Tasks.",
+                                         "start_training_on_annotation_update": True}).json()["id"]
+    files = write_png_files(ds, folder, n_images, seed=0)
+    for s in range(0, len(files), 100):  # one form field per file: Label Studio reads request.FILES.items()
+        handles = [open(p, "rb") for p, _ in files[s: s + 100]]
+        try:
+            r = c.post(f"/api/projects/{pid}/import",
+                       files=[(f"file{k}", (p.name, h, "image/png")) for k, ((p, _), h) in
+                              enumerate(zip(files[s: s + 100], handles))])
+        finally:
+            for h in handles:
+                h.close()
+        r.raise_for_status()
+    print(f"created project {pid} with {len(files)} MNIST digit images (uploaded PNG files)", flush=True)
+    return pid, True
+
+
+def find_or_create_project(c: httpx.Client, n_tasks: int) -> tuple[int, bool]:
+    pid = existing_project(c, TITLE)
+    if pid is not None:
+        return pid, False
     from disal.data import load_bbc
 
     ds = load_bbc()
@@ -76,10 +124,10 @@ def ensure_connected(c: httpx.Client, pid: int, backend_url: str) -> None:
     print(f"connected the backend at {backend_url} to project {pid}", flush=True)
 
 
-UNITS = {"fetching": "tasks read", "encoding": "texts encoded", "training": "steps", "scoring": "tasks"}
+UNITS = {"fetching": "tasks read", "encoding": "{unit} encoded", "training": "steps", "scoring": "tasks"}
 
 
-def progress_line(h: dict) -> str:
+def progress_line(h: dict, unit: str = "texts") -> str:
     """One /health state as a person reads it: "encoding 1,200/10,000 texts encoded", "pushing 500
     predictions" (a push reports once per chunk, so its done count reads 0 until the end)."""
     state, p = h.get("state"), h.get("progress") or {}
@@ -87,10 +135,10 @@ def progress_line(h: dict) -> str:
         return str(state)
     if state == "pushing":
         return f"pushing {p['total']:,} predictions"
-    return f"{state} {p.get('done', 0):,}/{p['total']:,} {UNITS.get(state, '')}".rstrip()
+    return f"{state} {p.get('done', 0):,}/{p['total']:,} {UNITS.get(state, '').format(unit=unit)}".rstrip()
 
 
-def wait_for_queue(backend: BackendServer, pid: int, timeout: float) -> dict:
+def wait_for_queue(backend: BackendServer, pid: int, timeout: float, unit: str = "texts") -> dict:
     """Until the first queue is live: the whole one, or on a big pool the first partial one (the
     backend pushes it after FIRST_QUEUE_SECONDS of encoding and refines it in the background)."""
     t0, last, last_print = time.time(), None, 0.0
@@ -99,7 +147,7 @@ def wait_for_queue(backend: BackendServer, pid: int, timeout: float) -> dict:
         if h.get("error") and h.get("state") == "idle":  # /health's reason for the last failed job
             raise SystemExit(f"the backend's first round failed: {h['error']} (log: {backend.log})")
         if h.get("state") != last or time.time() - last_print > 10:
-            print(f"  backend: {progress_line(h)}", flush=True)
+            print(f"  backend: {progress_line(h, unit)}", flush=True)
             last, last_print = h.get("state"), time.time()
         if h.get("model_version") and (h.get("state") == "idle" or h.get("partial")):
             return h
@@ -112,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ls-port", type=int, default=8080)
     ap.add_argument("--backend-port", type=int, default=9090)
     ap.add_argument("--data-dir", type=Path, default=ROOT / ".demo")
-    ap.add_argument("--tasks", type=int, default=500, help="BBC News articles in the demo project")
+    ap.add_argument("--demo", choices=("all", "bbc", "mnist"), default="all",
+                    help="which demo projects: BBC News (text), MNIST (images), or both (default)")
+    ap.add_argument("--tasks", type=int, default=500, help="BBC News articles in the text project")
+    ap.add_argument("--images", type=int, default=300, help="MNIST images in the image project")
     ap.add_argument("--exit-when-ready", action="store_true", help="stop both services once the queue is pushed")
     args = ap.parse_args(argv)
 
@@ -140,17 +191,27 @@ def main(argv: list[str] | None = None) -> int:
         ls.start()
         print(f"starting the backend on {backend.url} ...", flush=True)
         backend.start()
+        pids: list[tuple[str, int, str]] = []
         with ls.client() as c:
-            pid, _ = find_or_create_project(c, args.tasks)
-            ensure_connected(c, pid, backend.url)
-        h = wait_for_queue(backend, pid, timeout=900)
-        part = h.get("partial")
-        refining = (f"  The queue covers the {part['queue_over']:,} of {part['total']:,} tasks encoded so far; it "
-                    f"refines in the background (tasks not encoded yet sort last).\n") if part else ""
-        print(f"\nready in {time.time() - t0:.0f}s: the queue ({h.get('model_version')}, "
-              f"{'cold start: CoreSet over embeddings' if h.get('cold_start') else 'DISAL'}) is pushed.\n"
-              f"{refining}"
-              f"  open   {ls.url}/projects/{pid}/data\n"
+            if args.demo in ("all", "bbc"):
+                pids.append(("BBC News (text)", find_or_create_project(c, args.tasks)[0], "texts"))
+            if args.demo in ("all", "mnist"):
+                pids.append(("MNIST (images)", find_or_create_image_project(c, args.images,
+                                                                            args.data_dir / "mnist-png")[0], "images"))
+            for _, pid, _ in pids:
+                ensure_connected(c, pid, backend.url)
+        lines = []
+        for what, pid, unit in pids:
+            print(f"{what}: project {pid}", flush=True)
+            h = wait_for_queue(backend, pid, timeout=900, unit=unit)
+            part = h.get("partial")
+            refining = (f" (covers the {part['queue_over']:,} of {part['total']:,} tasks encoded so far; it refines "
+                        f"in the background)") if part else ""
+            lines.append(f"  {what}: queue {h.get('model_version')} "
+                         f"({'cold start: CoreSet over embeddings' if h.get('cold_start') else 'DISAL'}){refining}\n"
+                         f"    open   {ls.url}/projects/{pid}/data\n")
+        print(f"\nready in {time.time() - t0:.0f}s: the queues are pushed.\n"
+              + "".join(lines) +
               f"  login  {ls.username} / {ls.password}\n"
               f"  then   'Label All Tasks' (uncertainty sampling serves the queue) or the 'DISAL queue' tab.\n"
               f"  Each submitted annotation retrains in the background and re-pushes the queue.\n"

@@ -21,3 +21,8 @@ from scripts.demo import progress_line  # noqa: E402
 ])
 def test_each_state_reads_as_what_the_backend_does(health, line):
     assert progress_line(health) == line
+
+
+def test_an_image_project_counts_images():
+    assert progress_line({"state": "encoding", "progress": {"done": 64, "total": 300}}, "images") == \
+        "encoding 64/300 images encoded"
