@@ -22,7 +22,7 @@ STATE_WORDS = {  # what a person reads for a job state; an unknown state is show
     "idle": "idle: serving the current version",
     "queued": "queued: a job starts as soon as the running one ends",
     "fetching": "fetching tasks and annotations from Label Studio",
-    "encoding": "encoding texts with the frozen encoder",
+    "encoding": "encoding the tasks (texts, or images fetched from Label Studio) with the frozen encoder",
     "training": "training the head",
     "scoring": "scoring the unlabeled pool",
     "pushing": "pushing predictions to Label Studio",
@@ -59,7 +59,8 @@ def project_status(model: Any, project_id: int, entry: dict) -> dict:
         out["version"] = {"name": version.name, "kind": version.kind, "round": version.round,
                           "regime": meta.get("regime") or "head", "labels": len(version.labels),
                           "created": meta.get("created"), "strategy": meta.get("strategy"),
-                          "pool": len(version.priority), "accuracy": (meta.get("accuracy_estimate") or {}).get("accuracy")}
+                          "pool": len(version.priority), "accuracy": (meta.get("accuracy_estimate") or {}).get("accuracy"),
+                          "task_type": version.spec.task_type, "encoder": meta.get("encoder")}
         out["queue"] = sorted(version.priority.items(), key=lambda kv: (kv[1], kv[0]))[:QUEUE_ROWS]
     return out
 
@@ -96,9 +97,17 @@ def _project_html(p: dict) -> str:
                  ("regime", f'{_e(v["regime"])} <span class="muted">({_e(regime)})</span>'),
                  ("kind", _e(kind)), ("strategy", _e(v["strategy"] or "-")),
                  ("labels used", _e(v["labels"])), ("last round", _e(f'{v["round"]} at {_when(v["created"])}')),
+                 ("project type", f'{_e(v["task_type"].replace("_", " "))} <span class="muted">(encoder '
+                                  f'{_e(v["encoder"] or "-")})</span>'),
                  ("queue", _e(f'{v["pool"]} unlabeled tasks ranked'))]
         if v["accuracy"] is not None:
             rows.append(("accuracy estimate", _e(f'{100 * v["accuracy"]:.1f}%')))
+    skipped = entry.get("skipped_tasks") or {}
+    if skipped.get("count"):  # unreadable inputs (a broken image): named, each with its reason
+        shown = "; ".join(f'task {t["task"]}: {t["reason"]}' for t in (skipped.get("tasks") or [])[:5])
+        more = f' (and {skipped["count"] - 5} more in /health)' if skipped["count"] > 5 else ""
+        rows.append(("skipped tasks", f'<span class="error">{_e(skipped["count"])}</span> '
+                                      f'<span class="muted">{_e(shown + more)}</span>'))
     if entry.get("error"):
         rows.append(("last error", f'<span class="error">{_e(entry["error"])}</span>'))
     info = "".join(f"<tr><th>{k}</th><td>{val}</td></tr>" for k, val in rows)

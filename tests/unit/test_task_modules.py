@@ -307,3 +307,16 @@ def test_an_image_project_goes_from_connect_to_a_queue_and_names_its_bad_images(
         assert any("new task 101 skipped: HTTP 404" in rec.getMessage() for rec in caplog.records)
     finally:
         model.close()
+
+
+def test_the_status_page_names_the_project_type_and_its_skipped_tasks(tmp_path):
+    fake = image_fake(6)
+    client, model, _ = make_backend(tmp_path, fake, image_size=16)
+    try:
+        assert client.post("/setup", json=setup_payload(fake)).status_code == 200
+        assert model.jobs.wait_idle(1, 30)
+        page = client.get("/").get_data(as_text=True)
+        assert "image classification" in page and "efficientnet-lite0-16px" in page
+        assert "skipped tasks" in page and "HTTP 404" in page and "task 11:" in page
+    finally:
+        model.close()
