@@ -101,7 +101,7 @@ class DisalModel:
         # one encoder per project type (disal.tasks), built at first use; tests inject tiny models
         factories = {k: v for k, v in (("adapter_factory", adapter_factory),
                                        ("image_model_factory", image_model_factory)) if v is not None}
-        self.encoders = Encoders(self.settings, **factories)
+        self.encoders = Encoders(self.settings, metrics=self.metrics, **factories)
         self._httpx_client = httpx_client
         self._ls_sleep = ls_sleep
         self._stores: dict[int, ProjectStore] = {}

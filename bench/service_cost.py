@@ -18,7 +18,13 @@ cycled past 9,899), connects the backend and waits for the cold-start queue. The
   (possibly partial) queue, the timeline of the refined pushes until the whole pool is encoded, and
   (`--first-queue`) how soon annotations made during that encoding reach a trained queue.
 
+`--task image`: the same for an image classification project. The pool is MNIST digits (the 5k subset,
+cycled) written as PNG files and uploaded through Label Studio's import API, so every image is fetched
+from /data/upload/ with the token; the cold start's phases then split fetch+decode+encode ("encode")
+from train, score and push.
+
 Usage: .venv/bin/python bench/service_cost.py --pools 1000,10000 --rounds 3 --out bench/out/service_cost.json
+       .venv/bin/python bench/service_cost.py --task image --pools 1000 --rounds 3 --out bench/out/image_cost.json
        .venv/bin/python bench/service_cost.py --pools 1000,10000 --first-queue --out bench/out/first_queue.json
 """
 
@@ -62,10 +68,39 @@ def pool_texts(n: int) -> tuple[list[str], list[str], list[str]]:
     return [texts[i] for i in idx], [labels[i] for i in idx], classes
 
 
-def label_config(classes: list[str]) -> str:
+def label_config(classes: list[str], task: str = "text") -> str:
     choices = "".join(f'<Choice value="{c}"/>' for c in classes)
-    return (f'<View><Text name="text" value="$text"/>'
-            f'<Choices name="label" toName="text" choice="single">{choices}</Choices></View>')
+    obj = '<Image name="image" value="$image"/>' if task == "image" else '<Text name="text" value="$text"/>'
+    return f'<View>{obj}<Choices name="label" toName="{task}" choice="single">{choices}</Choices></View>'
+
+
+def pool_images(n: int, folder: Path) -> tuple[list[Path], list[str], list[str]]:
+    """n MNIST PNG files (train+test of the 5k subset, cycled past 5,000: same pixels, new files)."""
+    from PIL import Image
+
+    from disal.data import load_mnist5k
+
+    ds = load_mnist5k()
+    images = np.concatenate([ds.train_images, ds.test_images])
+    labels = np.concatenate([ds.train_labels, ds.test_labels])
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, out_labels = [], []
+    for k in range(n):
+        i = k % len(images)
+        label = ds.classes[int(labels[i])]
+        path = folder / f"mnist-{k:06d}-{label}.png"
+        Image.fromarray((images[i] * 255).round().astype(np.uint8)).save(path)
+        paths.append(path)
+        out_labels.append(label)
+    return paths, out_labels, list(ds.classes)
+
+
+def import_images(c: httpx.Client, pid: int, paths: list[Path], batch: int = 100) -> None:
+    """Multipart uploads, one form field per file (Label Studio reads request.FILES.items())."""
+    for s in range(0, len(paths), batch):
+        files = [(f"file{k}", (p.name, p.read_bytes(), "image/png")) for k, p in enumerate(paths[s: s + batch])]
+        r = c.post(f"/api/projects/{pid}/import", files=files)
+        r.raise_for_status()
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -82,6 +117,8 @@ def metric_sums(backend: BackendServer) -> dict:
         out[m.group(1)] = float(m.group(2))
     pushed = sum(float(v) for v in re.findall(r'^disal_predictions_pushed_total\{[^}]*\} ([0-9.e+-]+)$', text, re.M))
     out["predictions_pushed"] = pushed
+    for m in re.finditer(r'^disal_media_seconds_total\{part="(\w+)"\} ([0-9.e+-]+)$', text, re.M):
+        out[f"image_{m.group(1)}"] = float(m.group(2))  # image projects: the encode phase's download/model split
     return out
 
 
@@ -204,9 +241,12 @@ def next_task(c: httpx.Client, pid: int) -> dict:
     return r.json()
 
 
+TO_NAME = {"name": "text"}  # the object the <Choices> labels: "text", or "image" with --task image
+
+
 def annotate(c: httpx.Client, task_id: int, label: str) -> None:
     r = c.post(f"/api/tasks/{task_id}/annotations/", json={"result": [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]})
+        {"from_name": "label", "to_name": TO_NAME["name"], "type": "choices", "value": {"choices": [label]}}]})
     if r.status_code != 201:
         raise RuntimeError(f"annotating task {task_id} failed: {r.status_code} {r.text[:300]}")
 
@@ -233,14 +273,14 @@ class Hammer(threading.Thread):
                 ev = {"action": "ANNOTATION_UPDATED", "project": {"id": self.pid}, "task": {"id": tid},
                       "annotation": {"id": 1, "task": tid, "result": []}}
                 self._timed(c, "webhook", "/webhook", ev, 201)
-                task = {"id": tid, "project": self.pid, "data": {"text": self.texts_of[tid]}}
+                task = {"id": tid, "project": self.pid, "data": self.texts_of[tid]}
                 self._timed(c, "predict_1", "/predict", {"tasks": [task], "project": f"{self.pid}.0",
                                                           "label_config": self.config}, 200)
                 new_id += 1  # an id the backend never scored: /predict must encode it
-                new = {"id": new_id, "project": self.pid, "data": {"text": self.texts_of[tid]}}
+                new = {"id": new_id, "project": self.pid, "data": self.texts_of[tid]}
                 self._timed(c, "predict_1_new", "/predict", {"tasks": [new], "project": f"{self.pid}.0",
                                                               "label_config": self.config}, 200)
-                hundred = [{"id": int(t), "project": self.pid, "data": {"text": self.texts_of[int(t)]}}
+                hundred = [{"id": int(t), "project": self.pid, "data": self.texts_of[int(t)]}
                            for t in rng.choice(ids, size=min(100, len(ids)), replace=False)]
                 self._timed(c, "predict_100", "/predict", {"tasks": hundred, "project": f"{self.pid}.0",
                                                             "label_config": self.config}, 200)
@@ -275,7 +315,7 @@ def annotate_during_encoding(c: httpx.Client, backend: BackendServer, pid: int, 
 
 def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency: bool,
                  backend_env: dict | None = None, feature_cache: Path | None = None,
-                 first_queue_only: bool = False) -> dict:
+                 first_queue_only: bool = False, task: str = "text") -> dict:
     """Every measurement for one pool size, with a fresh backend (`backend_env` adds settings).
 
     `feature_cache`: a backend `features/` folder from an earlier run on the same tasks, copied in
@@ -283,8 +323,11 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
     `first_queue_only`: measure the first round only (time to first queue, its refined pushes, and
     annotations made while it encodes), none of the later rounds.
     """
-    texts, labels, classes = pool_texts(n)
-    config = label_config(classes)
+    if task == "image":
+        paths, labels, classes = pool_images(n, work / f"images-{n}")
+    else:
+        texts, labels, classes = pool_texts(n)
+    config = label_config(classes, task)
     model_dir = work / f"model-{n}"
     shutil.rmtree(model_dir, ignore_errors=True)
     if feature_cache:
@@ -293,7 +336,7 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
                             extra_env={"BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1],
                                        "LOG_LEVEL": "INFO", "USE_UNCERTAINTY_SAMPLING": "true",
                                        **(backend_env or {})})
-    res: dict = {"pool": n}
+    res: dict = {"pool": n, "task": task}
     log(f"pool {n}: starting the backend on {backend.url}")
     backend.start()
     try:
@@ -302,26 +345,34 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
         pid = c.post("/api/projects/", json={"title": f"bench {n}", "label_config": config,
                                              "start_training_on_annotation_update": True}).json()["id"]
         t0 = time.time()
-        for s in range(0, n, 2000):
-            r = c.post(f"/api/projects/{pid}/import", json=[{"text": t, "source_label": y}
-                                                             for t, y in zip(texts[s:s + 2000], labels[s:s + 2000])])
-            r.raise_for_status()
+        if task == "image":
+            import_images(c, pid, paths)
+        else:
+            for s in range(0, n, 2000):
+                r = c.post(f"/api/projects/{pid}/import", json=[{"text": t, "source_label": y}
+                                                                 for t, y in zip(texts[s:s + 2000], labels[s:s + 2000])])
+                r.raise_for_status()
         res["import_seconds"] = round(time.time() - t0, 2)
         log(f"pool {n}: imported {n} tasks into project {pid} in {res['import_seconds']}s")
         tasks = []
         page = 1
         while True:
-            r = c.get("/api/tasks/", params={"project": pid, "page_size": 5000, "page": page, "fields": "task_only"})
+            # 500 per page: on SQLite, Label Studio 1.23 answers 500 ("Expression tree is too large (maximum
+            # depth 1000)") for a page of 1,000+ tasks of uploaded files
+            r = c.get("/api/tasks/", params={"project": pid, "page_size": 500, "page": page, "fields": "task_only"})
             if r.status_code == 404:
                 break
             r.raise_for_status()
             batch = r.json()["tasks"]
             tasks += batch
-            if len(batch) < 5000:
+            if len(batch) < 500:
                 break
             page += 1
-        label_of = {t["id"]: t["data"]["source_label"] for t in tasks}
-        text_of = {t["id"]: t["data"]["text"] for t in tasks}
+        if task == "image":  # the digit is in the uploaded file's name
+            label_of = {t["id"]: re.search(r"-([0-9])\.png", t["data"]["image"]).group(1) for t in tasks}
+        else:
+            label_of = {t["id"]: t["data"]["source_label"] for t in tasks}
+        text_of = {t["id"]: {k: v for k, v in t["data"].items() if k in ("text", "image")} for t in tasks}
 
         t0 = time.time()
         r = c.post("/api/ml/", json={"url": f"{backend.url}", "project": pid, "title": "DISAL",
@@ -421,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="copy this backend features/ folder in (same tasks, same Label Studio ids) to skip encoding")
     ap.add_argument("--first-queue", action="store_true",
                     help="measure only the first round: time to first queue, refined pushes, annotations during it")
+    ap.add_argument("--task", choices=("text", "image"), default="text",
+                    help="the project type: text (R8+BBC texts) or image (MNIST PNGs uploaded to Label Studio)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "service")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "service_cost.json")
     args = ap.parse_args(argv)
@@ -428,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     # (own process groups) are stopped too, never left running
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pools = [int(p) for p in args.pools.split(",") if p.strip()]
+    TO_NAME["name"] = args.task
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     ls = LabelStudioServer(args.work / "labelstudio", free_port())
@@ -438,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in pools:
             results["pools"].append(measure_pool(ls, n, args.rounds, args.work, latency=not args.no_latency,
                                                  feature_cache=args.feature_cache,
-                                                 first_queue_only=args.first_queue))
+                                                 first_queue_only=args.first_queue, task=args.task))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
     finally:

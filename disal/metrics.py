@@ -33,6 +33,11 @@ class Metrics:
         self.predict_seconds = Histogram("disal_predict_seconds", "Time to answer /predict", buckets=PHASE_BUCKETS,
                                          registry=r)
         self.predicted_tasks = Counter("disal_predicted_tasks", "Tasks answered by /predict", registry=r)
+        self.media_seconds = Counter("disal_media_seconds", "Image projects: seconds waiting for downloads and "
+                                     "decoding (part=fetch) and in the encoder model (part=model)", ["part"],
+                                     registry=r)
+        self.skipped_inputs = Counter("disal_skipped_inputs", "Tasks skipped because their input (an image) could "
+                                      "not be read or decoded", ["project"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -83,8 +83,10 @@ class TaskIO:
 
 
 def log_skipped(project_id: int, what: str, task_ids: Sequence[int], failed: dict[int, str],
-                skipped: list[dict]) -> None:
+                skipped: list[dict], metrics: Metrics | None = None) -> None:
     """One log line per task whose input could not be encoded, and an entry for /health."""
+    if metrics is not None and failed:
+        metrics.skipped_inputs.labels(str(project_id)).inc(len(failed))
     for pos, reason in sorted(failed.items()):
         tid = task_ids[pos]
         log.warning("project %s: %s task %s skipped: %s", project_id, what, tid, reason)
@@ -413,7 +415,7 @@ class TrainingJob:
         if enc.failed:  # a bad input costs its task, never the round
             ok = enc.ok()
             log_skipped(project_id, "labeled", lab_ids, {p: r for p, r in enc.failed.items() if p < len(lab_ids)},
-                        skipped)
+                        skipped, self.metrics)
             lab_ok = ok[: len(lab_ids)]
             lab_ids, lab_feats = [t for t, k in zip(lab_ids, lab_ok) if k], lab_feats[lab_ok]
             if (~lab_ok).any():
@@ -421,7 +423,7 @@ class TrainingJob:
             if pool_feats is not None:
                 n_lab = len(lab_ok)
                 log_skipped(project_id, "unlabeled", pool_ids,
-                            {p - n_lab: r for p, r in enc.failed.items() if p >= n_lab}, skipped)
+                            {p - n_lab: r for p, r in enc.failed.items() if p >= n_lab}, skipped, self.metrics)
                 pool_ok = ok[n_lab:]
                 skipped_pool += [t for t, k in zip(pool_ids, pool_ok) if not k]
                 pool_ids, pool_feats = [t for t, k in zip(pool_ids, pool_ok) if k], pool_feats[pool_ok]
@@ -556,7 +558,8 @@ class TrainingJob:
             self._observe("encode", t0)
             ok = res.ok()
             if res.failed:
-                log_skipped(round_.project_id, "unlabeled", [pool_ids[i] for i in chunk], res.failed, round_.skipped)
+                log_skipped(round_.project_id, "unlabeled", [pool_ids[i] for i in chunk], res.failed, round_.skipped,
+                            self.metrics)
                 bad[chunk[~ok]] = True
             pool_feats[chunk[ok]], have[chunk[ok]] = res.features[ok], True
             encoded_here += len(chunk)
@@ -676,7 +679,7 @@ class TrainingJob:
             res = io.encode(keep, texts, progress=ctx.progress)
             ok = res.ok()
             if res.failed:
-                log_skipped(project_id, "new", keep, res.failed, [])
+                log_skipped(project_id, "new", keep, res.failed, [], self.metrics)
             keep, feats = [t for t, k in zip(keep, ok) if k], res.features[ok]
         if not keep:
             return {"outcome": "no scorable tasks", "tasks": 0}

@@ -85,8 +85,9 @@ class ImageEncoder(FeatureEncoder):
 
     unit = "images"
 
-    def __init__(self, settings: Settings, model_factory: Any = None) -> None:
+    def __init__(self, settings: Settings, model_factory: Any = None, metrics: Any = None) -> None:
         self.settings = settings
+        self.metrics = metrics  # disal.metrics.Metrics: the fetch/model split of every encode call
         self.image_size = int(settings.image_size)
         self.model_id = f"efficientnet-lite0-{self.image_size}px"
         self.cache = FeatureCache(settings.model_dir, self.model_id)
@@ -167,13 +168,16 @@ class ImageEncoder(FeatureEncoder):
             bs = max(1, self.settings.image_batch_size)
             chunks = [need[s: s + bs] for s in range(0, len(need), bs)]
             fetched = encoded = reused = 0
+            wait_s = model_s = 0.0  # waiting for downloads + decoding, and in the model: the round's split
             with ThreadPoolExecutor(max(1, self.settings.image_fetch_workers), thread_name_prefix="disal-image") as pool:
                 def submit(chunk: list[int]) -> list[Future]:
                     return [pool.submit(self._load_one, refs[i], task_ids[i], media) for i in chunk]
 
                 pending = submit(chunks[0])
                 for k, chunk in enumerate(chunks):
+                    tw = time.perf_counter()
                     results = [f.result() for f in pending]
+                    wait_s += time.perf_counter() - tw
                     if k + 1 < len(chunks):  # fetch the next chunk while this one is encoded
                         pending = submit(chunks[k + 1])
                     pixels, rows, keys = [], [], []
@@ -193,8 +197,10 @@ class ImageEncoder(FeatureEncoder):
                         rows.append(i)
                         keys.append(key)
                     if pixels:
+                        tm = time.perf_counter()
                         with self._run_lock:
                             feats = self.model.encode(np.stack(pixels))
+                        model_s += time.perf_counter() - tm
                         out[rows] = feats
                         encoded += len(rows)
                         keyed = [(task_ids[i], key, r) for r, (i, key) in enumerate(zip(rows, keys))
@@ -208,10 +214,14 @@ class ImageEncoder(FeatureEncoder):
                         last_log = time.time()
                         log.info("images: %d/%d fetched and encoded (%.1f images/s), %d skipped", fetched, len(need),
                                  fetched / (last_log - t0), len(failed))
+            if self.metrics is not None:
+                self.metrics.media_seconds.labels("fetch").inc(wait_s)
+                self.metrics.media_seconds.labels("model").inc(model_s)
             if log_summary and len(need) > 1:
                 log.info("images: %d read in %.1fs (%.1f images/s): %d encoded, %d unchanged files reused, %d skipped, "
-                         "%d cached", len(need), time.time() - t0, len(need) / max(time.time() - t0, 1e-9), encoded,
-                         reused, len(failed), len(found))
+                         "%d cached; %.1fs waiting for downloads and decoding (%d in parallel), %.1fs in the model",
+                         len(need), time.time() - t0, len(need) / max(time.time() - t0, 1e-9), encoded, reused,
+                         len(failed), len(found), wait_s, self.settings.image_fetch_workers, model_s)
             if save:
                 self.cache.save()
         return Encoded(out, failed)
@@ -235,5 +245,6 @@ class ImageClassification(TaskModule):
             raise TaskInputError(task.get("id"), f"field {spec.value_field!r} is empty")
         return value.strip()
 
-    def make_encoder(self, settings: Settings, image_model_factory: Any = None, **_: Any) -> ImageEncoder:
-        return ImageEncoder(settings, image_model_factory)
+    def make_encoder(self, settings: Settings, image_model_factory: Any = None, metrics: Any = None,
+                     **_: Any) -> ImageEncoder:
+        return ImageEncoder(settings, image_model_factory, metrics)

@@ -286,6 +286,11 @@ def test_an_image_project_goes_from_connect_to_a_queue_and_names_its_bad_images(
         assert entry["skipped_tasks"]["count"] == len(bad_ids)
         assert sorted(t["task"] for t in entry["skipped_tasks"]["tasks"]) == bad_ids
         assert h["encoders"]["image_classification"] == "efficientnet-lite0-16px"
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert 'disal_media_seconds_total{part="fetch"}' in metrics and 'disal_media_seconds_total{part="model"}' in metrics
+        skipped_total = float(next(ln.split()[-1] for ln in metrics.splitlines()
+                                   if ln.startswith('disal_skipped_inputs_total{project="1"}')))
+        assert skipped_total >= len(bad_ids)  # counted each round they are tried
 
         # /predict: the predicted choice with its probability; a broken image is a 422 naming the task
         task = dict(fake.tasks[5])
