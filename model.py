@@ -416,6 +416,7 @@ class DisalModel:
                 entry.update(kind=v.kind, cold_start=v.kind == "coldstart", labels=len(v.labels),
                              queue_length=len(v.priority), strategy=v.meta.get("strategy"),
                              classes=v.meta.get("classes"), task_type=v.spec.task_type,
+                             regime=v.meta.get("regime") or ("head" if v.kind == "head" else None),
                              encoder=v.meta.get("encoder"))
                 skipped = v.meta.get("skipped") or {}
                 if skipped.get("count"):  # tasks whose input (an image) could not be read: named, with why
@@ -440,7 +441,8 @@ class DisalModel:
             projects[str(pid)] = entry
         return {"status": "UP", "model_class": type(self).__name__, "strategy": self.settings.strategy,
                 "encoder": self.encoder.model_id,
-                "encoders": {t: e.model_id for t, e in self.encoders.built().items()}, "uptime_s": round(time.time() - self.started, 1),
+                "encoders": {t: e.model_id for t, e in self.encoders.built().items()},
+                "train_mode": self.settings.train_mode, "warm_start": self.settings.warm_start, "uptime_s": round(time.time() - self.started, 1),
                 "projects": projects}
 
     def versions(self, project: str | None = None) -> dict:

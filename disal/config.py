@@ -109,6 +109,12 @@ class Settings:
     setup_verify_timeout_s: float = 2.0  # Label Studio gives /setup 3 s (ML_TIMEOUT_SETUP)
     first_queue_seconds: float = 20.0  # encoding before a project's first queue is pushed over what is encoded
     refine_growth: float = 4.0  # later pushes of that first round wait for this many times more encoded tasks
+    # the training regime (disal.training.regimes): head (linear, the default) or mlp (one hidden layer)
+    train_mode: str = "head"
+    warm_start: bool = False  # theta_0 of a round = the previous round's model (same regime and labels)
+    mlp_hidden: int = 256
+    mlp_lr: float = 0.003
+    device: str = "auto"  # where encoders and heads run: auto (CUDA when present), cpu, cuda, cuda:N
     # image projects (disal.tasks.image_classification, disal.media)
     image_size: int = 128  # EfficientNet-Lite0 input side in pixels
     image_batch_size: int = 32
@@ -126,6 +132,13 @@ class Settings:
             make_strategy(self.strategy)
         except ValueError as exc:
             raise ConfigError(f"STRATEGY={self.strategy!r}: {exc}") from None
+        from .training.regimes import REGIME_NAMES
+
+        if self.train_mode not in REGIME_NAMES:
+            raise ConfigError(f"TRAIN_MODE={self.train_mode!r} is not a regime the backend offers: "
+                              f"{', '.join(REGIME_NAMES)}")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"DEVICE={self.device!r}: use cpu, cuda, cuda:N or auto")
         if self.push_chunk_size < 1 or self.page_size < 1:
             raise ConfigError("PUSH_CHUNK_SIZE and PAGE_SIZE must be >= 1")
         if self.predict_concurrency < 1 or self.predict_max_tasks < 1:
@@ -188,6 +201,11 @@ class Settings:
             max_json_depth=_int(env, "MAX_JSON_DEPTH", d.max_json_depth, 4),
             request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", d.request_timeout_s, 0.5),
             setup_verify_timeout_s=_float(env, "SETUP_VERIFY_TIMEOUT_S", d.setup_verify_timeout_s, 0.1),
+            train_mode=(_str(env, "TRAIN_MODE", d.train_mode) or d.train_mode).lower(),
+            warm_start=_bool(env, "WARM_START", d.warm_start),
+            mlp_hidden=_int(env, "MLP_HIDDEN", d.mlp_hidden, 2),
+            mlp_lr=_float(env, "MLP_LR", d.mlp_lr, 1e-6),
+            device=(_str(env, "DEVICE", d.device) or d.device).lower(),
             image_size=_int(env, "IMAGE_SIZE", d.image_size, 32),
             image_batch_size=_int(env, "IMAGE_BATCH_SIZE", d.image_batch_size, 1),
             image_fetch_workers=_int(env, "IMAGE_FETCH_WORKERS", d.image_fetch_workers, 1),
@@ -250,6 +268,11 @@ ENV_DOC = {
     "REQUEST_TIMEOUT_S": "a client must send its request within this many seconds, or its connection is closed "
                          "(default 5): slow or half-open clients cannot hold the server's threads",
     "SETUP_VERIFY_TIMEOUT_S": "how long /setup waits for Label Studio to confirm the project exists (default 2)",
+    "TRAIN_MODE": "what is trained on the frozen features: head (a linear head, default) or mlp (one hidden layer of "
+                  "MLP_HIDDEN units, non-convex: DISAL's checkpoints then trace real dynamics; docs/benchmarks.md)",
+    "WARM_START": "start each round at the previous round's model (same regime and label set; default false)",
+    "MLP_HIDDEN / MLP_LR": "the mlp regime's hidden units (default 256) and AdamW learning rate (default 0.003)",
+    "DEVICE": "where the encoders and heads run: auto (default: CUDA when present, else the CPU), cpu, cuda, cuda:N",
     "IMAGE_SIZE": "image projects: the EfficientNet-Lite0 input side in pixels (default 128; 224 is ImageNet's, "
                   "about 3x slower on a CPU)",
     "IMAGE_BATCH_SIZE": "image projects: images per encoder batch (default 32)",

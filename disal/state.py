@@ -14,7 +14,7 @@ Layout (one folder per project):
             meta.json            kind (head | coldstart), round, spec, strategy, counts, timings
             labels.json          {task id: {"labels": [...], "round": r, "annotation": id}}
             queue.json           {"priority": {task id: p}, "raw": {task id: s}, "centres": [task ids]}
-            head.pt              LinearHead state_dict (kind=head)
+            head.pt              the classifier's state_dict (kind=head): LinearHead, or MLPHead (meta regime=mlp)
             trajectory/          disal.trajectory.Trajectory.save (kind=head)
             pushed.json          present once the version served (its push succeeded)
     MODEL_DIR/features/<encoder key>.npz   feature cache: task id + text hash -> pretrained embedding
@@ -189,10 +189,9 @@ class ProjectStore:
         if meta["kind"] == "head":
             traj = Trajectory.load(folder / "trajectory")
             state = torch.load(folder / "head.pt", weights_only=True)
-            w = state["head.weight"]
-            head = LinearHead(w.shape[1], w.shape[0])
-            head.load_state_dict(state)
-            head.eval()
+            from .training.regimes import make_regime  # the version's own regime, whatever TRAIN_MODE is now
+
+            head = make_regime(meta.get("regime") or "head").load(state, traj)
         return ModelVersion(
             name=name, round=int(meta["round"]), kind=meta["kind"], spec=spec, labels=labels,
             priority={int(k): float(p) for k, p in queue["priority"].items()},

@@ -28,7 +28,7 @@ STATE_WORDS = {  # what a person reads for a job state; an unknown state is show
     "pushing": "pushing predictions to Label Studio",
     "tidying": "tidying: deleting old versions' predictions",
 }
-REGIMES = {"head": "frozen encoder + linear head"}
+REGIMES = {"head": "frozen encoder + linear head", "mlp": "frozen encoder + one-hidden-layer head"}
 
 
 def _e(value: Any) -> str:

@@ -5,8 +5,9 @@ One job (run by the project's worker thread, see disal.jobs):
     fetch labeled tasks -> labels by task id (skipped/empty annotations and unknown labels dropped)
     -> features from the project type's frozen encoder (disal.tasks: text or images; cached per task id
        + content hash; an unreadable image is skipped with a log line naming the task)
-    -> train the linear head, recording the trajectory (disal.training.head.train_head)
-    -> fetch unlabeled tasks -> score them (disal.scoring.head_scoring_inputs + make_strategy(STRATEGY))
+    -> train the TRAIN_MODE regime on them (disal.training.regimes: a linear head, or an MLP; WARM_START from
+       the previous round's model), recording the trajectory
+    -> fetch unlabeled tasks -> score them (the regime's scoring inputs + make_strategy(STRATEGY))
     -> save the version atomically -> push predictions in chunks, PATCH project.model_version,
        delete older versions' predictions, ensure the "DISAL queue" view, optional sampling
     -> only then the version becomes "current" (a crash anywhere before leaves the previous one serving)
@@ -39,7 +40,6 @@ from .labelstudio import LabelStudioClient, LabelStudioError, training_on_annota
 from .learning_curve import LearningCurve, loo_accuracy
 from .metrics import Metrics
 from .queue import predictions_for, priorities_from_selection, priority_from_reference, top_of_queue
-from .scoring import head_scoring_inputs
 from .media import MediaFetcher
 from .state import ModelVersion, ProjectStore
 from .strategies import BADGE, CoreSet, EmptyPoolError, make_strategy
@@ -47,7 +47,8 @@ from .strategies.diversity import badge_embedding_norms_and_gram_factors, badge_
 from .strategies.influence import probabilities
 from .tasks import Encoded, Encoders, FeatureEncoder, TaskModule, module_for
 from .tasks.text_classification import TextEncoder
-from .training.head import HeadConfig, head_logits, train_head
+from .training.head import HeadConfig, head_logits
+from .training.regimes import Regime, make_regime
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,9 @@ class _Round:
         probs_by_id = None
         if n:
             if self.kind == "head":
-                inputs = head_scoring_inputs(np.asarray(pool_ids), pool_feats, self.head, self.traj,
-                                             labeled_features=lab_feats, strategy=strategy,
-                                             multi_label=spec.multi_label, seed=s.seed)
+                inputs = job.regime_of(self.meta).scoring_inputs(np.asarray(pool_ids), pool_feats, self.head,
+                                                                 self.traj, lab_feats, strategy, spec.multi_label,
+                                                                 s.seed)
                 probs_by_id = {t: inputs.probs[i] for i, t in enumerate(pool_ids)}
             else:
                 from .strategies import ScoringInputs
@@ -208,6 +209,7 @@ class TrainingJob:
         self.client_for = client_for
         self.metrics = metrics
         self.head_config = head_config or HeadConfig()
+        self.regime = make_regime(settings.train_mode, settings.mlp_hidden, settings.mlp_lr)  # TRAIN_MODE
         self.webhook_ok: set[int] = set()  # projects whose webhook was seen carrying our basic auth
         # project id -> Label Studio's training toggle as the last job read it (None: the project has no such
         # field); /health shows it with the note of why annotations did not retrain
@@ -447,11 +449,18 @@ class TrainingJob:
             else:
                 index = spec.index()
                 targets = np.asarray([index[labels[t][0]] for t in lab_ids], dtype=np.int64)
-            head, traj = train_head(lab_feats, targets, spec.num_labels, spec.multi_label, self.head_config,
-                                    seed=s.seed)
+            regime = self.regime
+            init = None
+            if s.warm_start and current is not None and current.has_classifier and current.spec == spec:
+                init = regime.warm_start(current.head, current.meta.get("regime") or "head", lab_feats.shape[1],
+                                         spec.num_labels)
+            head, traj = regime.train(lab_feats, targets, spec.num_labels, spec.multi_label, self.head_config,
+                                      seed=s.seed, init=init, device=s.device)
             self._observe("train", t0)
-            log.info("project %s: head trained on %d labels (%d classes) in %.2fs", project_id, len(lab_ids),
-                     len(classes), time.time() - t0)
+            log.info("project %s: %s trained on %d labels (%d classes) in %.2fs%s", project_id, regime.name,
+                     len(lab_ids), len(classes), time.time() - t0,
+                     f", warm-started from {current.name}" if init is not None else "")
+            meta.update(regime=regime.name, warm_start=init is not None)
             strategy_name = make_strategy(s.strategy).name
             meta.update(strategy=strategy_name, trained_seconds=round(time.time() - t0, 3))
             # the learning curve's point for this round (milliseconds: disal.learning_curve)
@@ -724,8 +733,15 @@ class TrainingJob:
             out[todo] = priority_from_reference(raw, version.reference_scores())
         return out, probs
 
+    def regime_of(self, meta: dict) -> Regime:
+        """The regime a version was trained in (versions before TRAIN_MODE: head), whatever TRAIN_MODE is now."""
+        name = meta.get("regime") or "head"
+        return self.regime if name == self.regime.name else make_regime(name, self.settings.mlp_hidden,
+                                                                         self.settings.mlp_lr)
+
     def raw_scores(self, version: ModelVersion, feats: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
         base = "coreset" if version.kind == "coldstart" else _strategy_base(version.meta.get("strategy", "disal"))
+        regime = self.regime_of(version.meta)
         if base in ("coreset", "badge"):
             cache = self.encoders.for_spec(version.spec).cache
             centre_feats = [cache.get(c) for c in version.centres]
@@ -733,19 +749,23 @@ class TrainingJob:
             if missing:
                 raise RuntimeError(f"{version.name}: features of queue centre tasks {missing[:5]} are not cached; "
                                    "retrain to rebuild the queue")
-            centres = np.stack(centre_feats).astype(np.float64) if centre_feats else np.zeros((0, feats.shape[1]))
+            centres = np.stack(centre_feats).astype(np.float32) if centre_feats else np.zeros((0, feats.shape[1]),
+                                                                                               np.float32)
+            c_probs = (probabilities(head_logits(version.head, centres).astype(np.float64), version.spec.multi_label)
+                       if base == "badge" else None)
+            if version.has_classifier:  # distances where the version's classifier measured them (mlp: its hidden layer)
+                feats, centres = regime.penultimate(version.head, feats), regime.penultimate(version.head, centres)
+            feats, centres = np.asarray(feats, np.float64), np.asarray(centres, np.float64)
             if base == "coreset":
-                return sq_dists_to_nearest(feats.astype(np.float64), centres)
-            c_probs = probabilities(head_logits(version.head, centres.astype(np.float32)).astype(np.float64),
-                                    version.spec.multi_label)
+                return sq_dists_to_nearest(feats, centres)
             r, h = badge_embedding_norms_and_gram_factors(probs, feats, version.spec.multi_label)
             if not len(centres):
                 return (r**2).sum(1) * (h**2).sum(1)
             rc, hc = badge_embedding_norms_and_gram_factors(c_probs, centres, version.spec.multi_label)
             return badge_sq_dists(r, h, rc, hc).min(axis=1)
         strategy = make_strategy(version.meta.get("strategy", self.settings.strategy))
-        inputs = head_scoring_inputs(np.arange(len(feats)), feats, version.head, version.trajectory,
-                                     strategy=strategy, multi_label=version.spec.multi_label, seed=self.settings.seed)
+        inputs = regime.scoring_inputs(np.arange(len(feats)), feats, version.head, version.trajectory, None, strategy,
+                                       version.spec.multi_label, self.settings.seed)
         try:
             return np.asarray(strategy.score(inputs), dtype=np.float64)
         except EmptyPoolError:

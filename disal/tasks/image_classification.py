@@ -106,7 +106,8 @@ class ImageEncoder(FeatureEncoder):
                 else:
                     from ..training.image_encoder import EfficientNetLiteEncoder
 
-                    self._model = EfficientNetLiteEncoder(self.image_size, batch_size=self.settings.image_batch_size)
+                    self._model = EfficientNetLiteEncoder(self.image_size, batch_size=self.settings.image_batch_size,
+                                                          device=self.settings.device)
                 log.info("image encoder %s loaded in %.1fs (dim %d)", self.model_id, time.time() - t0, self._model.dim)
             return self._model
 

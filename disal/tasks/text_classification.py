@@ -50,7 +50,8 @@ class TextEncoder(FeatureEncoder):
 
                     self._adapter = HFTextAdapter(self.settings.model_name, num_labels=2,
                                                   max_length=self.settings.max_length,
-                                                  batch_size=self.settings.encode_batch_size)
+                                                  batch_size=self.settings.encode_batch_size,
+                                                  device=self.settings.device)
                 log.info("encoder %s loaded in %.1fs (dim %d)", self.model_id, time.time() - t0, self._adapter.dim)
             return self._adapter
 
