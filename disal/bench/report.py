@@ -42,6 +42,19 @@ def summarize(rows: list[dict], full_data_accuracy: float | None = None) -> list
     return table
 
 
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of m p-values (family-wise error over the strategies compared):
+    the i-th smallest is multiplied by (m - i), and the adjusted values are made monotone, capped at 1."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def paired_vs(table: list[dict], a: str, b: str) -> tuple[float, float] | None:
     """Mean paired AULC difference a - b across seeds and the paired t-test p-value."""
     ea = next((e for e in table if e["strategy"] == a), None)

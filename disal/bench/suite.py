@@ -9,6 +9,10 @@ strategy list, then writes the report (tables, learning curves, paired tests) wi
 - full (`make bench-full`): every DISAL ablation, every baseline of METHOD.md and every peer that
   runs here, 5 seeds on text and 3 on images, budgets long enough for most strategies to reach 95%
   of full-data accuracy.
+- v2 (protocol v2, issue "DISAL that earns its place"): DISAL and DISAL-batch against the leaders
+  (margin, BADGE, PowerBALD) and scikit-activeml's DropQuery, FALCUN, TypiClust and ProbCover, 10
+  seeds, on BBC, R8 and R52; `--train-mode mlp` for the non-convex regime and `--batch 5` for the
+  annotator regime (the same label budget in 4x the rounds). Paired t-tests with Holm's correction.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Preset:
     image_seeds: int | None = None  # None: `seeds`
     initial: int = 20
     batch: int = 20
+    datasets: tuple[str, ...] = ("bbc", "r8", "digits", "mnist")
 
 
 PRESETS = {
@@ -59,6 +64,9 @@ PRESETS = {
                      "baal:bald"), seeds=3, text_rounds=8, image_rounds=12),
     # images: 3 seeds, because their 1,280-d head rounds cost ~3x the text ones on 2 cores
     "full": Preset(DISAL_ABLATIONS + BASELINES + PEERS, seeds=5, text_rounds=10, image_rounds=15, image_seeds=3),
+    "v2": Preset(("disal", "disal-batch", "static_influence", "random", "margin", "badge", "baal:powerbald",
+                  "skactiveml:dropquery", "skactiveml:falcun", "skactiveml:typiclust", "skactiveml:probcover"),
+                 seeds=10, text_rounds=8, image_rounds=12, image_seeds=5, datasets=("bbc", "r8", "r52")),
 }
 
 
@@ -73,14 +81,15 @@ def strategies_for(preset: Preset, num_classes: int) -> list[str]:
 
 
 def run_dataset(name: str, preset: Preset, out: Path, cache_dir: Path | None, max_candidates: int | None,
-                resume: bool = False) -> Path:
+                resume: bool = False, train_mode: str = "head", warm_start: bool = False) -> Path:
     """Simulate every strategy of the preset on one dataset; returns its output folder."""
     ds = load_dataset(name).subsample(3000, 1000, seed=0)
     image = getattr(ds, "modality", "text") == "image"
     seeds = preset.image_seeds if image and preset.image_seeds else preset.seeds
+    rounds = preset.image_rounds if image else preset.text_rounds
     cfg = SimulationConfig(strategies=strategies_for(preset, len(ds.classes)), seeds=seeds, initial=preset.initial,
-                           batch=preset.batch, rounds=preset.image_rounds if image else preset.text_rounds,
-                           max_candidates=max_candidates)
+                           batch=preset.batch, rounds=rounds * 20 // preset.batch if preset.batch < 20 else rounds,
+                           max_candidates=max_candidates, train_mode=train_mode, warm_start=warm_start)
     n_train = len(ds.train_images) if image else len(ds.train_texts)
     print(f"== {name}: {n_train} train items, {len(cfg.strategies)} strategies x {cfg.seeds} seeds x "
           f"{cfg.rounds} rounds", flush=True)
@@ -92,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m disal.bench.suite", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--datasets", default=None, help="comma-separated (default: the preset's)")
+    ap.add_argument("--seeds", type=int, default=None, help="override the preset's seeds")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="labels per round (default 20); smaller batches keep the label budget (more rounds)")
+    ap.add_argument("--train-mode", choices=("head", "mlp"), default="head", help="the regime trained each round")
+    ap.add_argument("--warm-start", action="store_true", help="each round starts at the previous round's model")
+    ap.add_argument("--strategies", default=None, help="comma-separated (default: the preset's)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/out/quality-<preset>")
     ap.add_argument("--report", type=Path, default=None,
                     help="markdown report to write (default <out>/benchmarks.md; make bench-full: docs/benchmarks.md)")
@@ -103,16 +118,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from existing results")
     ap.add_argument("--resume", action="store_true", help="keep the complete (strategy, seed) runs already in <out>")
     args = ap.parse_args(argv)
+    from dataclasses import replace
+
     preset = PRESETS[args.preset]
-    out = args.out or Path(f"bench/out/quality-{args.preset}")
+    if args.seeds:
+        preset = replace(preset, seeds=args.seeds, image_seeds=min(args.seeds, preset.image_seeds or args.seeds))
+    if args.batch:
+        preset = replace(preset, batch=args.batch)
+    if args.strategies:
+        preset = replace(preset, strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()))
+    tag = f"{args.preset}-{args.train_mode}" + (f"-b{preset.batch}" if preset.batch != 20 else "")
+    out = args.out or Path(f"bench/out/quality-{tag if args.preset == 'v2' else args.preset}")
     report = args.report or out / "benchmarks.md"
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else list(preset.datasets)
     t0 = time.time()
     if not args.report_only:
         for name in datasets:
-            run_dataset(name, preset, out, default_cache_dir(), args.max_candidates, resume=args.resume)
+            run_dataset(name, preset, out, default_cache_dir(), args.max_candidates, resume=args.resume,
+                        train_mode=args.train_mode, warm_start=args.warm_start)
     (out / "suite.json").write_text(json.dumps({"preset": args.preset, "datasets": datasets,
                                                 "strategies": list(preset.strategies), "seeds": preset.seeds,
+                                                "batch": preset.batch, "train_mode": args.train_mode,
+                                                "warm_start": args.warm_start,
                                                 "wall_seconds": time.time() - t0}, indent=1))
     from .suite_report import write_benchmarks
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import curves_by_strategy, paired_vs, plot_curves, summarize
+from .report import curves_by_strategy, holm, paired_vs, plot_curves, summarize
 
 HAND_START, HAND_END = "<!-- HAND-WRITTEN:START -->", "<!-- HAND-WRITTEN:END -->"
 ALPHA = 0.05
@@ -75,14 +75,20 @@ def analyse(rows: list[dict], meta: dict, subject: str = "disal") -> dict:
         e["labels_to_target"] = labels_to_target(x, y, target) if target else None
         if e["strategy"] != subject:
             res = paired_vs(table, subject, e["strategy"])
-            e["vs_subject"] = res  # (subject - this, p) or None
+            e["vs_subject"] = res  # (subject - this, p) or None; p is Holm-adjusted below
+    # Holm's correction over every strategy compared with the subject: a "win" or "loss" then holds for
+    # the family of comparisons, not one at a time
+    compared = [e for e in table if e.get("vs_subject")]
+    for e, p_adj in zip(compared, holm([e["vs_subject"][1] for e in compared])):
+        e["p_raw"] = e["vs_subject"][1]
+        e["vs_subject"] = (e["vs_subject"][0], p_adj)
     names = [e["strategy"] for e in table]
     others = [e for e in table if e["strategy"] != subject]
     ours = [e for e in others if ":" not in e["strategy"] or e["strategy"].startswith(("disal:", "static"))]
     # peers that reproduce one of our strategies exactly (breaking ties = margin, ...) would hide
     # under it in the plots: "best peer" is the best one that is a different method in effect
     own_curves = {tuple(np.round(e["aulc_per_seed"], 10)) for e in ours}
-    peers = [e for e in others if e["strategy"].startswith(("smalltext:", "baal:"))
+    peers = [e for e in others if e["strategy"].startswith(("smalltext:", "baal:", "skactiveml:"))
              and tuple(np.round(e["aulc_per_seed"], 10)) not in own_curves]
     return {"table": table, "full": full, "target": target, "budget": budget, "names": names,
             "subject": next((e for e in table if e["strategy"] == subject), None),
@@ -168,10 +174,13 @@ def dataset_section(name: str, rows: list[dict], meta: dict, a: dict, fig_rel: s
     unit = "images" if meta.get("modality") == "image" else "texts"
     enc = meta.get("model") + (f"` at `{meta['image_size']} px" if meta.get("image_size") else "")
     lines = [f"### {name}", "",
-             f"{meta.get('n_train')} train / {meta.get('n_test')} test {unit}; frozen `{enc}` + linear head; "
+             f"{meta.get('n_train')} train / {meta.get('n_test')} test {unit}; frozen `{enc}` + "
+             f"{'one-hidden-layer (mlp)' if cfg.get('train_mode') == 'mlp' else 'linear'} head"
+             f"{', warm start' if cfg.get('warm_start') else ''}; "
              f"initial {cfg['initial']}, batch {cfg['batch']}, {cfg['rounds']} rounds (budget {a['budget']}), "
              f"{cfg['seeds']} seeds. Full-data accuracy {a['full']:.4f}; target (95%) {a['target']:.4f}.", "",
-             "| strategy | nAULC (mean ± std) | final acc | labels to 95% (mean curve) | DISAL − it (paired t-test p) | DISAL |",
+             "| strategy | nAULC (mean ± std) | final acc | labels to 95% (mean curve) | DISAL − it (paired t-test p, "
+             f"Holm over {sum(1 for e in a['table'] if e.get('vs_subject'))}) | DISAL |",
              "|---|---|---|---|---|---|"]
     for e in a["table"]:
         vs = e.get("vs_subject")

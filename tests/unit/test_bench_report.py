@@ -126,3 +126,13 @@ def test_resume_keeps_only_complete_runs_and_batchbald_is_left_out_above_five_cl
     full = PRESETS["full"]
     assert "baal:batchbald" in strategies_for(full, 5) and "baal:batchbald" not in strategies_for(full, 10)
     assert len(strategies_for(full, 10)) == len(full.strategies) - 1
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    from disal.bench.report import holm
+
+    # m=4: sorted p's 0.01, 0.02, 0.03, 0.5 -> x4, x3, x2, x1, made monotone
+    assert holm([0.03, 0.01, 0.5, 0.02]) == pytest.approx([0.06, 0.04, 0.5, 0.06])
+    assert holm([0.3, 0.4]) == pytest.approx([0.6, 0.6])  # 0.3 x 2; then 0.4 x 1 raised to stay monotone
+    assert holm([]) == [] and holm([0.2]) == [0.2]
+    assert holm([0.4, 0.4, 0.4]) == pytest.approx([1.0, 1.0, 1.0])
