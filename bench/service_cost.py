@@ -48,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.local_services import BackendServer, LabelStudioServer, free_port  # noqa: E402
+from scripts.local_services import BackendServer, LabelStudioServer, free_port, import_files  # noqa: E402
 
 AUTH = ("disal-bench", "bench-secret-pass")
 PHASES = ("fetch", "encode", "train", "score", "push", "tidy")
@@ -95,12 +95,7 @@ def pool_images(n: int, folder: Path) -> tuple[list[Path], list[str], list[str]]
     return paths, out_labels, list(ds.classes)
 
 
-def import_images(c: httpx.Client, pid: int, paths: list[Path], batch: int = 100) -> None:
-    """Multipart uploads, one form field per file (Label Studio reads request.FILES.items())."""
-    for s in range(0, len(paths), batch):
-        files = [(f"file{k}", (p.name, p.read_bytes(), "image/png")) for k, p in enumerate(paths[s: s + batch])]
-        r = c.post(f"/api/projects/{pid}/import", files=files)
-        r.raise_for_status()
+
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -346,7 +341,7 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
                                              "start_training_on_annotation_update": True}).json()["id"]
         t0 = time.time()
         if task == "image":
-            import_images(c, pid, paths)
+            import_files(c, pid, paths)
         else:
             for s in range(0, n, 2000):
                 r = c.post(f"/api/projects/{pid}/import", json=[{"text": t, "source_label": y}

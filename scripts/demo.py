@@ -25,7 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.local_services import BackendServer, LabelStudioServer  # noqa: E402
+from scripts.local_services import BackendServer, LabelStudioServer, import_files  # noqa: E402
 
 TITLE = "BBC News (DISAL demo)"
 IMAGE_TITLE = "MNIST digits (DISAL demo)"
@@ -79,16 +79,7 @@ def find_or_create_image_project(c: httpx.Client, n_images: int, folder: Path) -
                                                         "or press Label All Tasks.",
                                          "start_training_on_annotation_update": True}).json()["id"]
     files = write_png_files(ds, folder, n_images, seed=0)
-    for s in range(0, len(files), 100):  # one form field per file: Label Studio reads request.FILES.items()
-        handles = [open(p, "rb") for p, _ in files[s: s + 100]]
-        try:
-            r = c.post(f"/api/projects/{pid}/import",
-                       files=[(f"file{k}", (p.name, h, "image/png")) for k, ((p, _), h) in
-                              enumerate(zip(files[s: s + 100], handles))])
-        finally:
-            for h in handles:
-                h.close()
-        r.raise_for_status()
+    import_files(c, pid, [p for p, _ in files])
     print(f"created project {pid} with {len(files)} MNIST digit images (uploaded PNG files)", flush=True)
     return pid, True
 

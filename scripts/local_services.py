@@ -136,6 +136,19 @@ def _spawn(cmd: list[str], env: dict, cwd: Path, log: Path, health_url: str, tim
         raise
 
 
+def import_files(client: httpx.Client, project_id: int, paths: list[Path], batch: int = 100,
+                 content_type: str = "image/png") -> None:
+    """Upload files into a project as a user does (multipart POST /api/projects/{id}/import): each becomes
+    a task whose data holds /data/upload/<project>/<file>. One form field per file, because Label Studio
+    reads request.FILES.items() (one file per field name: a repeated "file" field keeps only the last)."""
+    for s in range(0, len(paths), batch):
+        files = [(f"file{k}", (Path(p).name, Path(p).read_bytes(), content_type))
+                 for k, p in enumerate(paths[s: s + batch])]
+        r = client.post(f"/api/projects/{project_id}/import", files=files)
+        if r.status_code != 201:
+            raise RuntimeError(f"importing files into project {project_id} failed: {r.status_code} {r.text[:300]}")
+
+
 class _Service:
     """A local process started by `start()` (in subclasses): stopped by `stop()` or leaving a `with`."""
 

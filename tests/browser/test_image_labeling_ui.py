@@ -19,6 +19,7 @@ from selenium.webdriver.common.by import By
 from disal.data import load_mnist5k
 from disal.data.images import write_png_files
 from e2e.helpers import wait_for
+from scripts.local_services import import_files
 
 from .conftest import BACKEND_AUTH, ROOT
 from .test_labeling_ui import (RETRAIN_TIMEOUT, login, page_text, screen_task, snapshot, submit_and_watch,
@@ -50,15 +51,7 @@ def image_project(label_studio, ui_backend, tmp_path_factory):
     with label_studio.client() as c:
         pid = c.post("/api/projects/", json={"title": "MNIST (browser)", "label_config": cfg,
                                              "start_training_on_annotation_update": True}).json()["id"]
-        handles = [open(p, "rb") for p, _ in files]
-        try:
-            r = c.post(f"/api/projects/{pid}/import",
-                       files=[(f"file{k}", (p.name, h, "image/png")) for k, ((p, _), h) in
-                              enumerate(zip(files, handles))])
-        finally:
-            for h in handles:
-                h.close()
-        assert r.status_code == 201, r.text
+        import_files(c, pid, [p for p, _ in files])
         r = c.post("/api/ml/", json={"url": ui_backend.url, "project": pid, "title": "DISAL",
                                      "auth_method": "BASIC_AUTH", "basic_auth_user": BACKEND_AUTH[0],
                                      "basic_auth_pass": BACKEND_AUTH[1]})

@@ -18,6 +18,7 @@ import pytest
 
 from disal.data import load_mnist5k
 from disal.data.images import write_png_files
+from scripts.local_services import import_files
 
 from .helpers import BASIC_AUTH, annotate, health, tasks_of, wait_for, wait_idle_version
 
@@ -104,15 +105,7 @@ def test_uploaded_images_go_from_connect_to_a_prioritized_queue(label_studio, ba
     files = write_png_files(load_mnist5k(), tmp_path / "upload", N_UPLOADED, classes=CLASSES)
     pid = new_project(label_studio, "MNIST uploads e2e")
     with label_studio.client() as c:
-        handles = [open(p, "rb") for p, _ in files]
-        try:
-            r = c.post(f"/api/projects/{pid}/import",
-                       # one form field per file: Label Studio reads request.FILES.items(), one file per field name
-                       files=[(f"file{k}", (p.name, h, "image/png")) for k, ((p, _), h) in enumerate(zip(files, handles))])
-        finally:
-            for h in handles:
-                h.close()
-        assert r.status_code == 201, r.text
+        import_files(c, pid, [p for p, _ in files])
     tasks = tasks_of(label_studio, pid)
     assert len(tasks) == N_UPLOADED and all(t["data"]["image"].startswith(f"/data/upload/{pid}/") for t in tasks)
 
