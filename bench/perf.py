@@ -5,6 +5,10 @@ bench/service_cost.py (rounds, latencies, push rate and memory against a real La
 of 1,000 and 10,000 tasks), then writes perf.json with the headline numbers:
 
   scoring_ratio_head, scoring_ratio_all       DISAL / plain inference at the default K = 5 (scoring_K)
+  scoring_ratio_mlp, scoring_passes_mlp       the same for TRAIN_MODE=mlp, and its trained part's cost in
+                                              forward passes of the MLP (target 2K + 1)
+  scoring_ratio_top2, scoring_passes_top2     the top-2 regime (simulator only), from
+                                              bench/out/top_scoring_cost.json when it was run
   webhook_ms_p99_during_training              /webhook answer time while a round runs (largest pool)
   predict_one_ms_p50                          /predict, one task the backend has not scored yet
   round_seconds_10k                           annotation -> queue live in Label Studio, 10k tasks
@@ -61,13 +65,25 @@ def _round(x: float | None, nd: int) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
-def headline(scoring: dict | None, service: dict | None) -> dict:
+def headline(scoring: dict | None, service: dict | None, top: dict | None = None) -> dict:
+    """perf.json's headline from the detailed results (`top`: disal.bench.top_scoring_cost's, if run)."""
     out: dict = {}
     if scoring:
         k = scoring_k(scoring)
         out["scoring_ratio_head"] = _round(ratio_at(scoring, "head", k), 4)
         out["scoring_ratio_all"] = _round(ratio_at(scoring, "all", k), 2)
         out["scoring_K"] = k
+        mlp = next((r for r in scoring.get("rows", []) if r.get("params") == "mlp" and int(r.get("K", -1)) == k), None)
+        if mlp:
+            out["scoring_ratio_mlp"] = _round(mlp["ratio"], 4)
+            out["scoring_passes_mlp"] = _round(mlp.get("passes"), 2)
+    if top:
+        rows = top.get("rows", [])
+        row = next((r for r in rows if int(r.get("K", -1)) == 5), rows[-1] if rows else None)
+        if row:
+            out["scoring_passes_top2"] = _round(row.get("passes"), 2)
+            if row.get("plain_s"):
+                out["scoring_ratio_top2"] = _round(row["disal_s"] / row["plain_s"], 2)
     if service and service.get("pools"):
         pools = sorted(service["pools"], key=lambda p: p["pool"])
         big = pools[-1]
@@ -96,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         run([PY, "bench/service_cost.py", *p["service"], "--out", str(service_json)])
     scoring = json.loads(scoring_json.read_text()) if scoring_json.exists() else None
     service = json.loads(service_json.read_text()) if service_json.exists() else None
-    perf = {**headline(scoring, service), "preset": args.preset,
+    top_json = OUT / "top_scoring_cost.json"  # python -m disal.bench.top_scoring_cost (minutes; not in make bench)
+    top = json.loads(top_json.read_text()) if top_json.exists() else None
+    perf = {**headline(scoring, service, top), "preset": args.preset,
             "details": {"scoring": str(scoring_json.relative_to(ROOT)), "service": str(service_json.relative_to(ROOT))}}
     missing = [k for k in ("scoring_ratio_head", "scoring_ratio_all", "webhook_ms_p99_during_training",
                            "predict_one_ms_p50", "round_seconds_10k", "push_per_second") if perf.get(k) is None]

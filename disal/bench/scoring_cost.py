@@ -119,7 +119,46 @@ def head_cost(adapter, texts: Sequence[str], lab_texts: Sequence[str], lab_y: np
                      "trajectory_checkpoints": traj.num_checkpoints})
         say(f"[head] K={k}: plain {plain:.2f}s, DISAL {disal:.2f}s (closed form + select {disal_extra * 1e3:.1f} ms, "
             f"head {plain_extra * 1e3:.1f} ms), ratio {disal / plain:.4f}")
+    rows += mlp_cost(feats, encode_s, lab, lab_y, ks, adapter.multi_label, batch, seed)
     return {"rows": rows, "trajectory": trajectory_disk_bytes(trajs[max(ks)])}
+
+
+def mlp_cost(feats: np.ndarray, encode_s: float, lab: np.ndarray, lab_y: np.ndarray, ks: Sequence[int],
+             multi_label: bool, batch: int = 20, seed: int = 0, repeats: int = 3) -> list[dict]:
+    """params=mlp (TRAIN_MODE=mlp): on the same encoded pool, plain (the MLP's logits) vs DISAL (one jvp
+    per checkpoint over every MLP parameter + select). `passes` = DISAL's extra time over one plain MLP
+    pass: the trained part's cost in forward-pass equivalents (the issue's target: at most 2K + 1).
+    Each side is timed `repeats` times back to back and the minimum kept (the machine is shared)."""
+    from ..scoring import mlp_scoring_inputs
+    from ..strategies.influence import DISAL, probabilities
+    from ..training.head import HeadConfig, head_logits
+    from ..training.mlp import MLP_LR, train_mlp
+
+    rows = []
+    n_classes = int(np.max(lab_y)) + 1
+    for k in ks:
+        model, traj = train_mlp(lab, lab_y, n_classes, multi_label, HeadConfig(num_checkpoints=k, lr=MLP_LR),
+                                seed=seed)
+        plain_extra = disal_extra = float("inf")
+        for _ in range(repeats):
+            t1 = time.perf_counter()
+            probabilities(head_logits(model, feats).astype(np.float64), multi_label)
+            plain_extra = min(plain_extra, time.perf_counter() - t1)
+            strategy = DISAL()
+            t2 = time.perf_counter()
+            inputs = mlp_scoring_inputs(np.arange(len(feats)), feats, model, traj, strategy=strategy,
+                                        multi_label=multi_label)
+            strategy.select(inputs, batch, seed)
+            disal_extra = min(disal_extra, time.perf_counter() - t2)
+        plain, disal = encode_s + plain_extra, encode_s + disal_extra
+        rows.append({"params": "mlp", "K": k, "pool": len(feats), "plain_s": plain, "disal_s": disal,
+                     "ratio": disal / plain, "plain_items_per_s": len(feats) / plain,
+                     "disal_items_per_s": len(feats) / disal, "encode_s": encode_s, "plain_extra_s": plain_extra,
+                     "disal_extra_s": disal_extra, "passes": disal_extra / plain_extra, "target_passes": 2 * k + 1,
+                     "trajectory_checkpoints": traj.num_checkpoints})
+        say(f"[mlp] K={k}: plain {plain:.2f}s, DISAL {disal:.2f}s (jvp + select {disal_extra * 1e3:.1f} ms = "
+            f"{disal_extra / plain_extra:.1f} MLP passes, target {2 * k + 1}), ratio {disal / plain:.4f}")
+    return rows
 
 
 def finetune_trajectory(adapter, lab_texts, lab_y, params: str, steps: int, seed: int = 0) -> Trajectory:

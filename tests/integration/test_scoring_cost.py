@@ -25,9 +25,11 @@ def test_scoring_cost_structure(tiny_model_dir, tmp_path):
               model=str(tiny_model_dir), max_length=16, texts=_texts(30, 0), labeled_data=labeled)
     json.loads(json.dumps(res))  # JSON-serialisable
     rows = res["rows"]
-    assert {(r["params"], r["K"]) for r in rows} == {(p, k) for p in ("head", "all", "last-1") for k in (1, 3)}
+    assert {(r["params"], r["K"]) for r in rows} == {(p, k) for p in ("head", "mlp", "all", "last-1") for k in (1, 3)}
     for r in rows:
-        assert r["pool"] == (30 if r["params"] == "head" else 10)
+        assert r["pool"] == (30 if r["params"] in ("head", "mlp") else 10)
+        if r["params"] == "mlp":  # the trained part's cost in MLP passes, beside the 2K + 1 target
+            assert r["passes"] > 1 and r["target_passes"] == 2 * r["K"] + 1
         for key in ("plain_s", "disal_s", "ratio", "plain_items_per_s", "disal_items_per_s"):
             assert math.isfinite(r[key]) and r[key] > 0, (r, key)
         assert r["ratio"] == pytest.approx(r["disal_s"] / r["plain_s"])

@@ -94,6 +94,10 @@ def test_perf_json_headline_keys_come_from_the_detailed_results(tmp_path):
     assert h == {"scoring_ratio_head": 1.02, "scoring_ratio_all": 14.0, "webhook_ms_p99_during_training": 7.0,
                  "predict_one_ms_p50": 50.0, "round_seconds_10k": 20.0, "round_done_seconds_10k": 30.0,
                  "push_per_second": 400.0, "scoring_K": 5}
+    with_regimes = perf.headline({"rows": scoring["rows"] + [{"params": "mlp", "K": 5, "ratio": 1.031, "passes": 8.4}]},
+                                 None, {"rows": [{"K": 5, "passes": 17.9, "plain_s": 2.0, "disal_s": 30.0}]})
+    assert (with_regimes["scoring_ratio_mlp"], with_regimes["scoring_passes_mlp"]) == (1.031, 8.4)
+    assert (with_regimes["scoring_passes_top2"], with_regimes["scoring_ratio_top2"]) == (17.9, 15.0)
     out = tmp_path / "bench" / "out"
     out.mkdir(parents=True)
     (out / "scoring.json").write_text(json.dumps({**scoring, "meta": {"model": "m"}, "trajectory_bytes": {
