@@ -358,6 +358,10 @@ class DisalModel:
                     "message": f"project {project_id} has no model version yet (the first queue is being built)"}
         if not tasks:
             return {"results": [], "model_version": version.name}
+        if version.spec.task_type != spec.task_type:  # the config changed type: the next round retrains for it
+            return {"results": [], "model_version": version.name,
+                    "message": f"project {project_id}: the label config is now {spec.task_type}, the current version "
+                               f"{version.name} is {version.spec.task_type}; the next round retrains for the new config"}
         t0 = time.perf_counter()
         res = io.encode(ids, texts, save=False)
         if res.failed:  # an unreadable image: a 422 naming the task, as for a task without its input
@@ -442,7 +446,8 @@ class DisalModel:
         return {"status": "UP", "model_class": type(self).__name__, "strategy": self.settings.strategy,
                 "encoder": self.encoder.model_id,
                 "encoders": {t: e.model_id for t, e in self.encoders.built().items()},
-                "train_mode": self.settings.train_mode, "warm_start": self.settings.warm_start, "uptime_s": round(time.time() - self.started, 1),
+                "train_mode": self.settings.train_mode, "warm_start": self.settings.warm_start,
+                "uptime_s": round(time.time() - self.started, 1),
                 "projects": projects}
 
     def versions(self, project: str | None = None) -> dict:

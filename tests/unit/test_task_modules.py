@@ -298,6 +298,10 @@ def test_an_image_project_goes_from_connect_to_a_queue_and_names_its_bad_images(
         assert r.status_code == 200, r.get_json()
         (res,) = r.get_json()["results"]
         assert res["result"][0]["value"]["choices"] == [LABELS[4 % 3]] and 0 <= res["score"] <= 1
+        # a text config sent with the request while the served version is an image one: no crash, a message
+        r = client.post("/predict", json={"tasks": [{"id": 5, "data": {"text": "x"}}], "project": "1.1",
+                                          "label_config": choices_config(LABELS)})
+        assert r.status_code == 200 and r.get_json()["results"] == [] and "retrains" in r.get_json()["message"]
         broken = {"id": 999, "data": {"image": "/data/upload/1/truncated.png"}}
         r = client.post("/predict", json={"tasks": [broken], "project": "1.1"})
         assert r.status_code == 422 and "task 999: a broken image file" in r.get_json()["message"]
