@@ -42,7 +42,7 @@ from .metrics import Metrics
 from .queue import predictions_for, priorities_from_selection, priority_from_reference, top_of_queue
 from .media import MediaFetcher
 from .state import ModelVersion, ProjectStore
-from .strategies import BADGE, CoreSet, EmptyPoolError, make_strategy
+from .strategies import BADGE, CoreSet, DisalBatch, EmptyPoolError, make_strategy
 from .strategies.diversity import badge_embedding_norms_and_gram_factors, badge_sq_dists, sq_dists_to_nearest
 from .strategies.influence import probabilities
 from .tasks import Encoded, Encoders, FeatureEncoder, TaskModule, module_for
@@ -168,10 +168,12 @@ class _Round:
 
                 inputs = ScoringInputs(ids=np.asarray(pool_ids), features=pool_feats,
                                        labeled_features=lab_feats if len(lab_ids) else None)
-            batch_aware = isinstance(strategy, (CoreSet, BADGE))
+            # a batch-aware strategy picks the queue's head (COLDSTART_BATCH tasks; the rest follow by its
+            # score or distance): picking the whole pool would cost O(N^2) at 10k tasks
+            batch_aware = isinstance(strategy, (CoreSet, BADGE, DisalBatch))
             sel = strategy.select(inputs, min(n, s.coldstart_batch) if batch_aware else n, seed=s.seed)
             priority, raw = priorities_from_selection(sel), sel.scores_by_id()
-            if batch_aware:
+            if isinstance(strategy, (CoreSet, BADGE)):  # new tasks are placed by their distance to these
                 centres = lab_ids + [int(i) for i in np.asarray(sel.selected).tolist()] \
                     if isinstance(strategy, CoreSet) else [int(i) for i in np.asarray(sel.selected).tolist()]
             ctx.progress(n, n)

@@ -102,3 +102,17 @@ def test_warm_start_is_refused_across_regimes_label_sets_and_widths():
     assert mlp.warm_start(m, "mlp", 5, 4) is None, "another label set"
     assert mlp.warm_start(m, "mlp", 7, 3) is None, "another encoder width"
     assert head.warm_start(None, None, 5, 3) is None
+
+
+def test_disal_batch_picks_the_queue_head_and_ranks_the_rest_by_disal(backend_with, fake):
+    """STRATEGY=disal-batch: COLDSTART_BATCH diverse picks head the queue (not a k-means++ over the whole
+    pool, which is O(N^2)); every other task follows, ranked."""
+    client, model = backend_with(train_mode="mlp", strategy="disal-batch", coldstart_batch=4)
+    assert client.post("/setup", json=setup_payload(fake)).status_code == 200
+    assert model.jobs.wait_idle(1, 30)
+    label_some(fake)
+    retrain(client, model)
+    v = model.store(1).current()
+    assert v.meta["strategy"] == "disal-batch" and v.centres == []
+    ranked = sorted(v.priority, key=v.priority.get)
+    assert len(ranked) == len(fake.tasks) - 6 and len(set(v.priority.values())) == len(ranked)
