@@ -83,6 +83,14 @@ class TaskIO:
         return self.encoder.encode(task_ids, inputs, media=self.media, **kw)
 
 
+def fail_if_nothing_readable(io: TaskIO, n_inputs: int, skipped: list[dict]) -> None:
+    """Every input failed to encode (Label Studio's files unreachable, a storage moved): a queue over
+    nothing would replace a working one, so the job fails naming why and the previous version serves."""
+    first = skipped[0] if skipped else {"task": "-", "reason": "-"}
+    raise TaskInputError(first["task"], f"none of the project's {n_inputs} {io.encoder.unit} could be read or "
+                                        f"decoded (first: {first['reason']}); the current queue keeps serving")
+
+
 def log_skipped(project_id: int, what: str, task_ids: Sequence[int], failed: dict[int, str],
                 skipped: list[dict], metrics: Metrics | None = None) -> None:
     """One log line per task whose input could not be encoded, and an entry for /health."""
@@ -418,6 +426,10 @@ class TrainingJob:
         lab_feats = enc.features[: len(lab_ids)]
         if enc.failed:  # a bad input costs its task, never the round
             ok = enc.ok()
+            if not ok.any():
+                log_skipped(project_id, "every", lab_ids + (pool_ids if pool_feats is not None else []),
+                            enc.failed, skipped, self.metrics)
+                fail_if_nothing_readable(io, len(ok), skipped)
             log_skipped(project_id, "labeled", lab_ids, {p: r for p, r in enc.failed.items() if p < len(lab_ids)},
                         skipped, self.metrics)
             lab_ok = ok[: len(lab_ids)]
@@ -585,6 +597,8 @@ class TrainingJob:
                      unit, time.time() - t_start, encoded_here / max(time.time() - t_start, 1e-9), unit,
                      int(bad.sum()))
         keep = np.flatnonzero(~bad)
+        if not len(keep) and bad.any() and not round_.lab_ids:
+            fail_if_nothing_readable(io, int(bad.sum()), round_.skipped)
         version, w = round_.publish([pool_ids[i] for i in keep], pool_feats[keep], None)
         pushed.append(version.name)
         return version, warnings + w, ({"pushes": pushed} if len(pushed) > 1 else {})

@@ -329,3 +329,33 @@ def test_the_status_page_names_the_project_type_and_its_skipped_tasks(tmp_path):
         assert "skipped tasks" in page and "HTTP 404" in page and "task 11:" in page
     finally:
         model.close()
+
+
+def test_when_no_image_can_be_read_the_job_fails_and_the_queue_keeps_serving(tmp_path):
+    """Label Studio's files gone (a storage moved): every fetch is a 404. A queue over nothing must not
+    replace the working one; /health names why. (Files deleted behind unchanged references cost nothing:
+    their features are cached by reference.)"""
+    fake = image_fake(6)
+    client, model, _ = make_backend(tmp_path, fake, image_size=16)
+    try:
+        assert client.post("/setup", json=setup_payload(fake)).status_code == 200
+        assert model.jobs.wait_idle(1, 30)
+        for tid in (1, 2):
+            fake.annotate(tid, [LABELS[(tid - 1) % 3]])
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert model.jobs.wait_idle(1, 30)
+        served = model.store(1).current()
+        assert served.kind == "head"
+        # every task now points at a file Label Studio no longer serves (its features are cached by the old
+        # reference, so a new reference must be read)
+        fake.files.clear()
+        for tid, task in fake.tasks.items():
+            task["data"]["image"] = f"/data/upload/1/moved-{tid}.png"
+        fake.annotate(3, [LABELS[2]])
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert model.jobs.wait_idle(1, 30)
+        h = client.get("/health").get_json()["projects"]["1"]
+        assert "none of the project's" in h["error"] and "images could be read" in h["error"] and "HTTP 404" in h["error"]
+        assert model.store(1).current().name == served.name and fake.project["model_version"] == served.name
+    finally:
+        model.close()
