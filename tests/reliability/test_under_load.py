@@ -121,6 +121,26 @@ def test_webhooks_answer_within_label_studios_second_while_predict_is_saturated_
     assert any(s == 503 for s, _ in predict_status), "10 concurrent /predict never met the concurrency bound"
 
 
+def read_http_answer(s: socket.socket) -> str:
+    """The whole answer: headers, then Content-Length bytes of body (which may come in a later segment:
+    one recv() once returned the headers alone)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            return data.decode(errors="replace")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode(errors="replace")
+
+
 def test_an_oversized_body_is_refused_before_it_is_read(stack):
     backend, _, _, auth = stack
     port = int(backend.url.rsplit(":", 1)[1])
@@ -129,7 +149,7 @@ def test_an_oversized_body_is_refused_before_it_is_read(stack):
         s.sendall((f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {header}\r\n"
                    f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n").encode())
         s.sendall(b'{"action": "PROJECT_UPDATED", "pad": "' + b"x" * 65536)  # 50 MB announced, 64 KiB sent
-        answer = s.recv(4096).decode(errors="replace")
+        answer = read_http_answer(s)
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
     assert "MAX_WEBHOOK_BYTES" in answer
 
