@@ -220,13 +220,17 @@ def completed_runs(path: Path, rounds: int) -> list[dict]:
 
 
 def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length: int = 128,
-             cache_dir: Path | None = None, image_size: int | None = None, resume: bool = False) -> list[dict]:
-    """Run every (strategy, seed) on a TextDataset or ImageDataset; write results.jsonl, summary.md and curves.png."""
+             cache_dir: Path | None = None, image_size: int | None = None, resume: bool = False,
+             adapter=None) -> list[dict]:
+    """Run every (strategy, seed) on a TextDataset or ImageDataset; write results.jsonl, summary.md and curves.png.
+
+    `adapter`: an encoder built by the caller (e.g. a quantized one, bench/encoder_quantization.py) instead
+    of the one `model` names; its `model_id` keys the feature cache."""
     from .report import write_report
 
     if not valid_train_mode(cfg.train_mode):
         raise ValueError(f"train mode must be one of {', '.join(TRAIN_MODES)} or top-N, got {cfg.train_mode!r}")
-    adapter = make_encoder(ds, cfg, model, max_length, image_size)
+    adapter = adapter if adapter is not None else make_encoder(ds, cfg, model, max_length, image_size)
     is_image = getattr(ds, "modality", "text") == "image"
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
