@@ -359,3 +359,24 @@ def test_when_no_image_can_be_read_the_job_fails_and_the_queue_keeps_serving(tmp
         assert model.store(1).current().name == served.name and fake.project["model_version"] == served.name
     finally:
         model.close()
+
+
+def test_an_image_project_trains_in_the_mlp_regime_too(tmp_path):
+    """TRAIN_MODE is type-agnostic: an image project's round trains the MLP on the image features."""
+    from disal.training.mlp import MLPHead
+
+    fake = image_fake(9)
+    client, model, _ = make_backend(tmp_path, fake, image_size=16, train_mode="mlp", strategy="disal-batch",
+                                    coldstart_batch=3)
+    try:
+        assert client.post("/setup", json=setup_payload(fake)).status_code == 200
+        assert model.jobs.wait_idle(1, 30)
+        for tid in (1, 2, 3):
+            fake.annotate(tid, [LABELS[(tid - 1) % 3]])
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert model.jobs.wait_idle(1, 30)
+        v = model.store(1).current()
+        assert isinstance(v.head, MLPHead) and v.meta["regime"] == "mlp" and v.spec.task_type == "image_classification"
+        assert sorted(fake.predictions_of(v.name)) == list(range(4, 10))
+    finally:
+        model.close()
