@@ -269,7 +269,7 @@ ENV_DOC = {
                          "(default 5): slow or half-open clients cannot hold the server's threads",
     "SETUP_VERIFY_TIMEOUT_S": "how long /setup waits for Label Studio to confirm the project exists (default 2)",
     "TRAIN_MODE": "what is trained on the frozen features: head (a linear head, default) or mlp (one hidden layer of "
-                  "MLP_HIDDEN units, non-convex: DISAL's checkpoints then trace real dynamics; docs/benchmarks.md)",
+                  "MLP_HIDDEN units, non-convex training; what it changes is measured in docs/benchmarks.md)",
     "WARM_START": "start each round at the previous round's model (same regime and label set; default false)",
     "MLP_HIDDEN / MLP_LR": "the mlp regime's hidden units (default 256) and AdamW learning rate (default 0.003)",
     "DEVICE": "where the encoders and heads run: auto (default: CUDA when present, else the CPU), cpu, cuda, cuda:N",
