@@ -80,6 +80,19 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()[:16]
 
 
+def cache_key(ref_hash: str, content: str) -> str:
+    """The feature cache's key of an image: `<reference hash>.<content hash>`."""
+    return f"{ref_hash}.{content}"
+
+
+def split_cache_key(stored: str | None) -> tuple[str | None, str | None]:
+    """(reference hash, content hash) of a stored key; (None, None) for none."""
+    if not stored:
+        return None, None
+    ref, _, content = stored.partition(".")
+    return ref, content
+
+
 class ImageEncoder(FeatureEncoder):
     """Fetch (bounded pool) -> decode (Pillow) -> EfficientNet-Lite0 features, cached by task id."""
 
@@ -118,12 +131,18 @@ class ImageEncoder(FeatureEncoder):
     def load(self) -> None:
         _ = self.model
 
+    def _cached(self, task_id: int | None, ref_hash: str) -> np.ndarray | None:
+        """The task's cached features if they were stored under this reference (no file is read)."""
+        if task_id is None or split_cache_key(self.cache.hash_of(task_id))[0] != ref_hash:
+            return None
+        return self.cache.get(task_id)
+
     def lookup(self, task_ids: Sequence[int], inputs: Sequence[Any]) -> tuple[dict[int, np.ndarray], list[int]]:
         found, missing = {}, []
         for pos, (tid, ref) in enumerate(zip(task_ids, inputs)):
-            stored = self.cache.hash_of(tid)
-            if stored and stored.partition(".")[0] == text_hash(str(ref)):
-                found[int(tid)] = self.cache.get(tid)
+            vec = self._cached(tid, text_hash(str(ref)))
+            if vec is not None:
+                found[int(tid)] = vec
             else:
                 missing.append(pos)
         return found, missing
@@ -135,10 +154,8 @@ class ImageEncoder(FeatureEncoder):
         except MediaError as exc:
             return str(exc)
         ch = content_hash(data)
-        if task_id is not None:
-            stored = self.cache.hash_of(task_id)
-            if stored and stored.rpartition(".")[2] == ch:
-                return ch, None
+        if task_id is not None and split_cache_key(self.cache.hash_of(task_id))[1] == ch:
+            return ch, None
         try:
             return ch, decode_image(data, self.image_size, self.settings.image_max_pixels)
         except ImageDecodeError as exc:
@@ -149,13 +166,12 @@ class ImageEncoder(FeatureEncoder):
         n = len(inputs)
         refs = [str(r) for r in inputs]
         ref_hashes = [text_hash(r) for r in refs]
-        out: np.ndarray | None = None
         found: dict[int, np.ndarray] = {}
         need: list[int] = []
         for i, (tid, rh) in enumerate(zip(task_ids, ref_hashes)):
-            stored = self.cache.hash_of(tid) if tid is not None else None
-            if stored and stored.partition(".")[0] == rh:
-                found[i] = self.cache.get(tid)
+            vec = self._cached(tid, rh)
+            if vec is not None:
+                found[i] = vec
             else:
                 need.append(i)
         failed: dict[int, str] = {}
@@ -188,7 +204,7 @@ class ImageEncoder(FeatureEncoder):
                             failed[i] = res
                             continue
                         ch, arr = res
-                        key = f"{ref_hashes[i]}.{ch}"
+                        key = cache_key(ref_hashes[i], ch)
                         if arr is None:  # same bytes as cached, under a new reference
                             out[i] = self.cache.get(task_ids[i])
                             self.cache.put([task_ids[i]], [key], out[i: i + 1])
