@@ -134,17 +134,30 @@ def parse_label_config(xml: str) -> LabelSpec:
     return LabelSpec(ctrl.name, obj.name, value[1:], labels, mode == "multiple", note, module.name)
 
 
-def task_text(task: dict, spec: LabelSpec, max_chars: int) -> str:
-    """The task's text, cut to max_chars (the tokenizer truncates to max_length tokens anyway)."""
+UNDEFINED_KEY = "$undefined$"  # Label Studio's settings.DATA_UNDEFINED_NAME
+
+
+def task_field(task: dict, spec: LabelSpec, word: str = "text") -> Any:
+    """The raw value of the task data field the config reads; TaskInputError naming the task without it.
+
+    An uploaded file (a .txt, an image) or one synced from storage is kept by Label Studio under
+    "$undefined$", which it maps to the config's one data field when it serializes a task; webhook
+    payloads carry it raw, so it stands for the field here too.
+    """
     data = task.get("data")
     if not isinstance(data, dict):
-        raise TaskTextError(task.get("id"), "has no 'data' object")
-    # an uploaded .txt file: Label Studio keeps it under "$undefined$", its stand-in for the config's field
-    key = spec.value_field if spec.value_field in data or "$undefined$" not in data else "$undefined$"
-    if key not in data:
-        raise TaskTextError(task.get("id"), f"has no text field {spec.value_field!r} in its data "
-                                            f"(fields: {', '.join(sorted(map(str, data))) or 'none'})")
-    text = data[key]
+        raise TaskInputError(task.get("id"), "has no 'data' object")
+    if spec.value_field in data:
+        return data[spec.value_field]
+    if UNDEFINED_KEY in data:
+        return data[UNDEFINED_KEY]
+    raise TaskInputError(task.get("id"), f"has no {word} field {spec.value_field!r} in its data "
+                                         f"(fields: {', '.join(sorted(map(str, data))) or 'none'})")
+
+
+def task_text(task: dict, spec: LabelSpec, max_chars: int) -> str:
+    """The task's text, cut to max_chars (the tokenizer truncates to max_length tokens anyway)."""
+    text = task_field(task, spec, "text")
     if not isinstance(text, str):
         raise TaskTextError(task.get("id"), f"field {spec.value_field!r} is {type(text).__name__}, not text")
     if not text.strip():

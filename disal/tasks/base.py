@@ -26,7 +26,6 @@ from ..labelconfig import LabelSpec, TaskInputError
 from ..state import FeatureCache
 
 Progress = Callable[[int, int], None]
-UNDEFINED_KEY = "$undefined$"  # Label Studio's settings.DATA_UNDEFINED_NAME
 
 __all__ = ["Encoded", "FeatureEncoder", "Progress", "TaskInputError", "TaskModule"]
 
@@ -98,23 +97,4 @@ class TaskModule(ABC):
     def make_encoder(self, settings: Settings, **kwargs: Any) -> FeatureEncoder:
         """The encoder for this type (built once per process, loaded lazily)."""
 
-    def data_field(self, spec: LabelSpec) -> str:
-        """The task data key the input is read from."""
-        return spec.value_field
-
-    def input_data(self, task: dict, spec: LabelSpec) -> Any:
-        """The raw value of the task's input field; TaskInputError when the task has none."""
-        data = task.get("data")
-        if not isinstance(data, dict):
-            raise TaskInputError(task.get("id"), "has no 'data' object")
-        key = self.data_field(spec)
-        if key not in data and UNDEFINED_KEY in data:
-            # a file uploaded or synced from storage: Label Studio stores it under "$undefined$" and maps
-            # that to the config's (one) data field when it serializes a task; webhook payloads carry it raw
-            return data[UNDEFINED_KEY]
-        if key not in data:
-            raise TaskInputError(task.get("id"), f"has no {self.input_word} field {key!r} in its data "
-                                                 f"(fields: {', '.join(sorted(map(str, data))) or 'none'})")
-        return data[key]
-
-    input_word: ClassVar[str] = "input"
+    input_word: ClassVar[str] = "input"  # how error messages name the input ("text", "image")

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import Settings
-from ..labelconfig import LabelSpec, TaskInputError
+from ..labelconfig import LabelSpec, TaskInputError, task_field
 from ..media import MediaError, MediaFetcher, describe_ref
 from ..state import FeatureCache, text_hash
 from .base import Encoded, FeatureEncoder, Progress, TaskModule
@@ -254,7 +254,7 @@ class ImageClassification(TaskModule):
              "/data/local-files/?d=, http(s) URLs, s3:// gs:// azure-blob:// (resolved by Label Studio) and data: URIs")
 
     def read_input(self, task: dict, spec: LabelSpec, settings: Settings) -> str:
-        value = self.input_data(task, spec)
+        value = task_field(task, spec, self.input_word)
         if not isinstance(value, str):
             raise TaskInputError(task.get("id"), f"field {spec.value_field!r} is {type(value).__name__}, not an "
                                                  "image URL")
