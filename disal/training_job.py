@@ -83,11 +83,12 @@ class TaskIO:
         return self.encoder.encode(task_ids, inputs, media=self.media, **kw)
 
 
-def fail_if_nothing_readable(io: TaskIO, n_inputs: int, skipped: list[dict]) -> None:
-    """Every input failed to encode (Label Studio's files unreachable, a storage moved): a queue over
-    nothing would replace a working one, so the job fails naming why and the previous version serves."""
+def nothing_readable(io: TaskIO, n_inputs: int, skipped: list[dict]) -> TaskInputError:
+    """The error when every input failed to encode (Label Studio's files unreachable, a storage moved):
+    a queue over nothing would replace a working one, so the job fails naming why and the previous
+    version keeps serving."""
     first = skipped[0] if skipped else {"task": "-", "reason": "-"}
-    raise TaskInputError(first["task"], f"none of the project's {n_inputs} {io.encoder.unit} could be read or "
+    return TaskInputError(first["task"], f"none of the project's {n_inputs} {io.encoder.unit} could be read or "
                                         f"decoded (first: {first['reason']}); the current queue keeps serving")
 
 
@@ -429,7 +430,7 @@ class TrainingJob:
             if not ok.any():
                 log_skipped(project_id, "every", lab_ids + (pool_ids if pool_feats is not None else []),
                             enc.failed, skipped, self.metrics)
-                fail_if_nothing_readable(io, len(ok), skipped)
+                raise nothing_readable(io, len(ok), skipped)
             log_skipped(project_id, "labeled", lab_ids, {p: r for p, r in enc.failed.items() if p < len(lab_ids)},
                         skipped, self.metrics)
             lab_ok = ok[: len(lab_ids)]
@@ -598,7 +599,7 @@ class TrainingJob:
                      int(bad.sum()))
         keep = np.flatnonzero(~bad)
         if not len(keep) and bad.any() and not round_.lab_ids:
-            fail_if_nothing_readable(io, int(bad.sum()), round_.skipped)
+            raise nothing_readable(io, int(bad.sum()), round_.skipped)
         version, w = round_.publish([pool_ids[i] for i in keep], pool_feats[keep], None)
         pushed.append(version.name)
         return version, warnings + w, ({"pushes": pushed} if len(pushed) > 1 else {})
