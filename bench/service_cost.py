@@ -76,9 +76,8 @@ def label_config(classes: list[str], task: str = "text") -> str:
 
 def pool_images(n: int, folder: Path) -> tuple[list[Path], list[str], list[str]]:
     """n MNIST PNG files (train+test of the 5k subset, cycled past 5,000: same pixels, new files)."""
-    from PIL import Image
-
     from disal.data import load_mnist5k
+    from disal.data.images import save_png
 
     ds = load_mnist5k()
     images = np.concatenate([ds.train_images, ds.test_images])
@@ -89,7 +88,7 @@ def pool_images(n: int, folder: Path) -> tuple[list[Path], list[str], list[str]]
         i = k % len(images)
         label = ds.classes[int(labels[i])]
         path = folder / f"mnist-{k:06d}-{label}.png"
-        Image.fromarray((images[i] * 255).round().astype(np.uint8)).save(path)
+        save_png(images[i], path)
         paths.append(path)
         out_labels.append(label)
     return paths, out_labels, list(ds.classes)
@@ -364,7 +363,9 @@ def measure_pool(ls: LabelStudioServer, n: int, rounds: int, work: Path, latency
                 break
             page += 1
         if task == "image":  # the digit is in the uploaded file's name
-            label_of = {t["id"]: re.search(r"-([0-9])\.png", t["data"]["image"]).group(1) for t in tasks}
+            from disal.data.images import label_from_png_name
+
+            label_of = {t["id"]: label_from_png_name(t["data"]["image"]) for t in tasks}
         else:
             label_of = {t["id"]: t["data"]["source_label"] for t in tasks}
         text_of = {t["id"]: {k: v for k, v in t["data"].items() if k in ("text", "image")} for t in tasks}

@@ -8,6 +8,7 @@ numpy requirement conflicts with ours.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -93,8 +94,6 @@ def write_png_files(ds: ImageDataset, folder, n: int, seed: int = 0, classes: li
     the pixels as a Label Studio user would have them (8-bit grayscale PNGs), labels in the name."""
     from pathlib import Path
 
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     keep = [ds.classes.index(c) for c in (classes or ds.classes)]
@@ -104,6 +103,22 @@ def write_png_files(ds: ImageDataset, folder, n: int, seed: int = 0, classes: li
     for k, i in enumerate(idx):
         label = ds.classes[int(ds.train_labels[i])]
         path = folder / f"{prefix}{ds.name}-{k:05d}-{label}.png"
-        Image.fromarray((np.clip(ds.train_images[i], 0, 1) * 255).round().astype(np.uint8)).save(path)  # 2-D uint8: grayscale
+        save_png(ds.train_images[i], path)
         out.append((path, label))
     return out
+
+
+def save_png(image: np.ndarray, path) -> None:
+    """An (H, W) image in [0, 1] as an 8-bit grayscale PNG file."""
+    from PIL import Image
+
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(path)  # 2-D uint8: grayscale
+
+
+def label_from_png_name(ref: str) -> str:
+    """The label a file written by write_png_files (or bench/service_cost.py) carries at the end of its name,
+    from any reference Label Studio keeps for it (/data/upload/3/ab12-mnist-00007-4.png -> "4")."""
+    m = re.search(r"-([^-/?=]+)\.png", ref)
+    if m is None:
+        raise ValueError(f"{ref!r} does not end in -<label>.png")
+    return m.group(1)

@@ -9,7 +9,6 @@ every Submit while the backend retrains between them.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from disal.data import load_mnist5k
-from disal.data.images import write_png_files
+from disal.data.images import label_from_png_name, write_png_files
 from e2e.helpers import wait_for
 from scripts.local_services import import_files
 
@@ -39,7 +38,7 @@ return img ? [img.src.slice(0, 80), img.complete, img.naturalWidth, img.getBound
 def digit_of(ls, task_id: int) -> str:
     with ls.client() as c:
         url = c.get(f"/api/tasks/{task_id}").json()["data"]["image"]
-    return re.search(r"-([0-9])\.png", url).group(1)
+    return label_from_png_name(url)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def image_project(label_studio, ui_backend, tmp_path_factory):
         tasks = c.get("/api/tasks/", params={"project": pid, "page_size": 100}).json()["tasks"]
     seeded: dict[str, int] = {}
     for t in tasks:  # two digits labeled through the API: the first UI task already has a classifier
-        d = re.search(r"-([0-9])\.png", t["data"]["image"]).group(1)
+        d = label_from_png_name(t["data"]["image"])
         if len(seeded) < 2 and d not in seeded:
             seeded[d] = t["id"]
     with label_studio.client() as c:

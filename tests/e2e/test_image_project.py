@@ -11,13 +11,12 @@ Each goes connect -> cold-start queue -> annotations -> DISAL queue pushed -> /n
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 
 from disal.data import load_mnist5k
-from disal.data.images import write_png_files
+from disal.data.images import label_from_png_name, write_png_files
 from scripts.local_services import import_files
 
 from .helpers import BASIC_AUTH, annotate, health, tasks_of, wait_for, wait_idle_version
@@ -31,7 +30,7 @@ N_LOCAL = 24
 
 def label_of(task: dict) -> str:
     """The digit, from the file name write_png_files gave it (Label Studio keeps it in the URL)."""
-    return re.search(r"-([0-9])\.png", task["data"]["image"]).group(1)
+    return label_from_png_name(task["data"]["image"])
 
 
 def new_project(ls, title: str) -> int:

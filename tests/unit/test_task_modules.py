@@ -380,3 +380,15 @@ def test_an_image_project_trains_in_the_mlp_regime_too(tmp_path):
         assert sorted(fake.predictions_of(v.name)) == list(range(4, 10))
     finally:
         model.close()
+
+
+def test_the_label_a_png_file_name_carries_is_read_from_every_reference_form(tmp_path):
+    from disal.data import load_digits
+    from disal.data.images import label_from_png_name, write_png_files
+
+    (path, label), = write_png_files(load_digits(), tmp_path, 1, classes=["7"])
+    assert label == "7" and label_from_png_name(path.name) == "7"
+    for ref in (f"/data/upload/3/ab12-{path.name}", f"/data/local-files/?d=x/{path.name}"):
+        assert label_from_png_name(ref) == "7"
+    with pytest.raises(ValueError, match="does not end in"):
+        label_from_png_name("/data/upload/3/cat.jpg")
