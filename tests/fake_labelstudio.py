@@ -20,8 +20,8 @@ BACKEND_URL = "http://backend.test:9090"
 TOKEN = "legacy-token-abcdef123456"
 
 CHOICES_CONFIG = """<View>
-  <Text name="text" value="$text"/>
-  <Choices name="label" toName="text" choice="{mode}">
+  <{tag} name="{name}" value="${name}"/>
+  <Choices name="label" toName="{name}" choice="{mode}">
     {choices}
   </Choices>
 </View>"""
@@ -29,17 +29,10 @@ CHOICES_CONFIG = """<View>
 
 LABELS = ["business", "sport", "tech"]
 
-IMAGE_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Choices name="label" toName="image" choice="{mode}">
-    {choices}
-  </Choices>
-</View>"""
-
 
 def image_config(labels: list[str], multiple: bool = False) -> str:
-    return IMAGE_CONFIG.format(mode="multiple" if multiple else "single",
-                               choices="\n    ".join(f'<Choice value="{c}"/>' for c in labels))
+    """One <Choices name="label"> over <Image name="image" value="$image"/>."""
+    return choices_config(labels, multiple, tag="Image", name="image")
 
 
 # one colour per label: a pixel-statistics encoder separates them, as EfficientNet separates MNIST digits
@@ -61,8 +54,9 @@ def color_png(label: str, seed: int, side: int = 24) -> bytes:
     return buf.getvalue()
 
 
-def choices_config(labels: list[str], multiple: bool = False) -> str:
-    return CHOICES_CONFIG.format(mode="multiple" if multiple else "single",
+def choices_config(labels: list[str], multiple: bool = False, tag: str = "Text", name: str = "text") -> str:
+    """One <Choices name="label"> over one object (default <Text name="text" value="$text"/>)."""
+    return CHOICES_CONFIG.format(tag=tag, name=name, mode="multiple" if multiple else "single",
                                  choices="\n    ".join(f'<Choice value="{c}"/>' for c in labels))
 
 
