@@ -65,11 +65,11 @@ def existing_project(c: httpx.Client, title: str) -> int | None:
     return None
 
 
-def find_or_create_image_project(c: httpx.Client, n_images: int, folder: Path) -> tuple[int, bool]:
+def find_or_create_image_project(c: httpx.Client, n_images: int, folder: Path) -> int:
     """MNIST digits as PNG files, uploaded as a user uploads them (multipart import)."""
     pid = existing_project(c, IMAGE_TITLE)
     if pid is not None:
-        return pid, False
+        return pid
     from disal.data import load_mnist5k
     from disal.data.images import write_png_files
 
@@ -81,13 +81,13 @@ def find_or_create_image_project(c: httpx.Client, n_images: int, folder: Path) -
     files = write_png_files(ds, folder, n_images, seed=0)
     import_files(c, pid, [p for p, _ in files])
     print(f"created project {pid} with {len(files)} MNIST digit images (uploaded PNG files)", flush=True)
-    return pid, True
+    return pid
 
 
-def find_or_create_project(c: httpx.Client, n_tasks: int) -> tuple[int, bool]:
+def find_or_create_project(c: httpx.Client, n_tasks: int) -> int:
     pid = existing_project(c, TITLE)
     if pid is not None:
-        return pid, False
+        return pid
     from disal.data import load_bbc
 
     ds = load_bbc()
@@ -102,7 +102,7 @@ def find_or_create_project(c: httpx.Client, n_tasks: int) -> tuple[int, bool]:
     r = c.post(f"/api/projects/{pid}/import", json=tasks)
     r.raise_for_status()
     print(f"created project {pid} with {n} BBC News articles", flush=True)
-    return pid, True
+    return pid
 
 
 def ensure_connected(c: httpx.Client, pid: int, backend_url: str) -> None:
@@ -185,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         pids: list[tuple[str, int, str]] = []
         with ls.client() as c:
             if args.demo in ("all", "bbc"):
-                pids.append(("BBC News (text)", find_or_create_project(c, args.tasks)[0], "texts"))
+                pids.append(("BBC News (text)", find_or_create_project(c, args.tasks), "texts"))
             if args.demo in ("all", "mnist"):
                 pids.append(("MNIST (images)", find_or_create_image_project(c, args.images,
-                                                                            args.data_dir / "mnist-png")[0], "images"))
+                                                                            args.data_dir / "mnist-png"), "images"))
             for _, pid, _ in pids:
                 ensure_connected(c, pid, backend.url)
         lines = []
