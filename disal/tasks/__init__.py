@@ -7,6 +7,8 @@ through the interface. Adding a type (spans, audio) = a new file here and a line
 
 from __future__ import annotations
 
+import threading
+
 from .base import Encoded, FeatureEncoder, TaskModule
 from .image_classification import ImageClassification
 from .text_classification import TextClassification
@@ -47,8 +49,6 @@ class Encoders:
     """
 
     def __init__(self, settings, **factories) -> None:
-        import threading
-
         self.settings = settings
         self._factories = factories
         self._built: dict[str, FeatureEncoder] = {}
