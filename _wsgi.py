@@ -1,8 +1,8 @@
 """Entry point: `app` for gunicorn (make serve), `python _wsgi.py --port N` for development.
 
-Jobs run in threads of this process, so serve with ONE worker process and several threads
-(`gunicorn _wsgi:app` reads ./gunicorn.conf.py: one worker, threads, the slow-client-safe worker
-class): more worker processes would each train on their own.
+This process answers requests only; training jobs go through the durable job queue (disal.job_queue)
+to worker processes (disal.worker): `gunicorn _wsgi:app` reads ./gunicorn.conf.py, which starts
+WORKERS of them beside the web worker and restarts any that dies.
 """
 
 from __future__ import annotations
@@ -13,20 +13,10 @@ import os
 import sys
 
 from disal.config import ConfigError, Settings
-from disal.redaction import install as install_redaction
+from disal.job_queue import JobQueue
+from disal.logs import configure_logging
 from disal.server import create_app
 from model import DisalModel
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request URL at INFO, and httpcore at DEBUG prints every header Label Studio
-    # answers (its Set-Cookie included): both stay at WARNING even under LOG_LEVEL=DEBUG
-    for noisy in ("httpx", "httpcore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # and whatever still reaches a handler has its secrets masked (disal.redaction)
-    install_redaction()
 
 
 def build_app(settings: Settings | None = None):
@@ -41,7 +31,9 @@ def build_app(settings: Settings | None = None):
         logging.getLogger("disal").warning(
             "LABEL_STUDIO_API_KEY is set without LABEL_STUDIO_URL: the key is only ever sent to LABEL_STUDIO_URL, "
             "so it is not used; each project uses the token Label Studio sends with its /setup")
-    return create_app(DisalModel(settings, warm_up=True))
+    # jobs go to the durable queue; the worker processes (disal.worker, started by gunicorn.conf.py
+    # and `make worker`) run them
+    return create_app(DisalModel(settings, warm_up=True, job_queue=JobQueue(settings)))
 
 
 try:

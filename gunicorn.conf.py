@@ -1,8 +1,10 @@
 """gunicorn settings for the backend, read by `gunicorn _wsgi:app` from the repository root.
 
-ONE worker process (training jobs live in it) with threads; the worker class gives every request a
-read deadline (REQUEST_TIMEOUT_S) so slow or half-open clients cannot hold the threads that
-/webhook needs (disal/gunicorn_worker.py). Command-line flags override these.
+ONE web worker process with threads; the worker class gives every request a read deadline
+(REQUEST_TIMEOUT_S) so slow or half-open clients cannot hold the threads that /webhook needs
+(disal/gunicorn_worker.py). Training runs elsewhere: the hooks below start WORKERS job worker
+processes (disal/worker.py, default 1) beside it, restart one that dies, and stop them with the
+server. Command-line flags override these settings.
 """
 
 import os
@@ -20,3 +22,16 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+
+
+def when_ready(server):
+    from disal.worker import EmbeddedWorkers
+
+    count = int(os.environ.get("WORKERS", "1") or 0)
+    server.disal_workers = EmbeddedWorkers(count).start()
+
+
+def on_exit(server):
+    workers = getattr(server, "disal_workers", None)
+    if workers is not None:
+        workers.stop()

@@ -25,10 +25,11 @@ import httpx
 from disal import credentials
 from disal.config import Settings
 from disal.credentials import CredentialsError, SetupToken
+from disal.job_queue import JobQueue
 from disal.jobs import JobManager, JobRequest
 from disal.labelconfig import LabelSpec, TaskInputError, UnsupportedConfigError, parse_label_config
 from disal.labelstudio import LabelStudioClient, LabelStudioError
-from disal.metrics import Metrics
+from disal.metrics import Metrics, render_merged
 from disal.redaction import REDACTOR
 from disal.queue import prediction_for
 from disal.server import RequestError
@@ -89,13 +90,16 @@ def _extra_params(raw: Any) -> dict:
 
 
 class DisalModel:
-    """One per process. `httpx_client` (tests: a MockTransport Label Studio) and `adapter_factory`
-    (tests: a tiny encoder) are injectable."""
+    """One per process. `job_queue`: the durable queue whose worker processes run the jobs (what
+    _wsgi.py serves); without one, jobs run in threads of this process (tests, notebooks).
+    `httpx_client` (tests: a MockTransport Label Studio) and `adapter_factory` (tests: a tiny
+    encoder) are injectable. `resume=False` (a worker process): no start-up jobs."""
 
     def __init__(self, settings: Settings | None = None, *, httpx_client: httpx.Client | None = None,
                  adapter_factory: Callable[[], object] | None = None, head_config: HeadConfig | None = None,
                  ls_sleep: Callable[[float], None] = time.sleep, warm_up: bool = False,
-                 image_model_factory: Callable[[], object] | None = None) -> None:
+                 image_model_factory: Callable[[], object] | None = None, job_queue: JobQueue | None = None,
+                 resume: bool = True) -> None:
         self.settings = settings or Settings.from_env()
         self.metrics = Metrics()
         # one encoder per project type (disal.tasks), built at first use; tests inject tiny models
@@ -113,24 +117,37 @@ class DisalModel:
         self._clients: dict[tuple, LabelStudioClient] = {}
         self._lock = threading.Lock()
         self.job = TrainingJob(self.settings, self.encoders, self.store, self.client_for, self.metrics, head_config)
-        self.jobs = JobManager(self.job, self.metrics)
+        self.queue = job_queue
+        self.jobs: JobManager | JobQueue = job_queue or JobManager(self.job, self.metrics)
         self.started = time.time()
-        if warm_up:  # load the encoder and torch's optimizer in the background: the first round is then fast
+        if warm_up:  # load the encoder (and torch's optimizer) in the background: the first call is then fast
             threading.Thread(target=self._warm_up, name="disal-warm-up", daemon=True).start()
-        for pid in self._known_projects():  # a restarted backend serves the latest good version at once
+        if resume:
+            self._resume_at_start()
+
+    def _resume_at_start(self) -> None:
+        """A restarted backend serves the latest good version at once, and goes on where it stopped:
+        a first round stopped mid-way resumes; with the durable queue, every project also gets a
+        catch-up round, which retrains only if its labels in Label Studio changed meanwhile (the
+        job compares them with its version's) and retries until Label Studio answers."""
+        for pid in self._known_projects():
             v = self.store(pid).current()
-            if v is not None:
-                self.metrics.queue_length.labels(str(pid)).set(len(v.priority))
-                log.info("project %s: serving %s (%s, %d labels)", pid, v.name, v.kind, len(v.labels))
-                part = partial_of(v)
-                if part and self._can_reach(pid):  # stopped mid first round: go on encoding
-                    log.info("project %s: its queue covers %d/%d tasks: resuming the first round", pid,
-                             part["encoded"], part["total"])
-                    self.jobs.submit(pid, JobRequest(initial=True, reasons={"resume partial queue": 1}))
-                elif part:
-                    log.info("project %s: its queue covers %d/%d tasks; the first round resumes at Label "
-                             "Studio's next /setup or annotation (no credentials for its Label Studio yet)", pid,
-                             part["encoded"], part["total"])
+            if v is None:
+                continue
+            self.metrics.queue_length.labels(str(pid)).set(len(v.priority))
+            log.info("project %s: serving %s (%s, %d labels)", pid, v.name, v.kind, len(v.labels))
+            part = partial_of(v)
+            if part and self._can_reach(pid):  # stopped mid first round: go on encoding
+                log.info("project %s: its queue covers %d/%d tasks: resuming the first round", pid,
+                         part["encoded"], part["total"])
+                self.jobs.submit(pid, JobRequest(initial=True, reasons={"resume partial queue": 1}))
+            elif part:
+                log.info("project %s: its queue covers %d/%d tasks; the first round resumes at Label "
+                         "Studio's next /setup or annotation (no credentials for its Label Studio yet)", pid,
+                         part["encoded"], part["total"])
+            elif self.queue is not None and self._can_reach(pid):
+                log.info("project %s: catch-up round queued (labels made while the backend was down)", pid)
+                self.jobs.submit(pid, JobRequest(train=True, reasons={"catch-up at start-up": 1}))
 
     @property
     def encoder(self) -> FeatureEncoder:
@@ -170,10 +187,14 @@ class DisalModel:
         return True
 
     def _setup_token(self, project_id: int) -> SetupToken | None:
-        """The project's /setup token: from memory, else from its file (a restarted backend)."""
-        token = self._tokens.get(project_id)
-        if token is None and (saved := self.store(project_id).load_setup_token()) is not None:
-            token = self._tokens[project_id] = SetupToken(*saved)
+        """The project's /setup token, from its file (MODEL_DIR/projects/<id>/setup_token.json, 0600)."""
+        # read each time: a worker process learns a token that /setup brought to the web process
+        saved = self.store(project_id).load_setup_token()
+        if saved is None:
+            return self._tokens.get(project_id)
+        token = SetupToken(*saved)
+        if self._tokens.get(project_id) != token:
+            self._tokens[project_id] = token
             REDACTOR.add_secret(token.token)
         return token
 
@@ -277,7 +298,7 @@ class DisalModel:
             store.save_info({**info, **new_info, "setup_at": time.time()})
         current = store.current()
         if (current is None or partial_of(current) is not None
-                or (self.settings.auth_enabled and pid not in self.job.webhook_ok)):
+                or (self.settings.auth_enabled and not self._webhook_auth_ok(pid))):
             # the first queue (or finishing a partial one after a restart), or making sure the webhook
             # carries basic auth: in the background
             self.jobs.submit(pid, JobRequest(initial=True, reasons={"setup": 1}))
@@ -408,7 +429,40 @@ class DisalModel:
             return {"status": outcome, "action": event, "project": pid}
         return {"status": "ignored", "action": event}
 
-    # -- /health and /versions -------------------------------------------------------------------
+    # -- /health, /metrics and /versions ---------------------------------------------------------
+    def _webhook_auth_ok(self, pid: int) -> bool:
+        if self.queue is not None:  # the worker that ran the project's last job saw it
+            return bool((self.jobs.status(pid).get("last_job") or {}).get("webhook_auth_ok"))
+        return pid in self.job.webhook_ok
+
+    def _training_toggle(self, pid: int, job: dict) -> tuple[bool, bool | None]:
+        """(known, on): Label Studio's training toggle as the project's last job read it."""
+        if self.queue is not None:
+            last = job.get("last_job") or {}
+            return "training_on_annotation" in last, last.get("training_on_annotation")
+        return pid in self.job.training_toggle, self.job.training_toggle.get(pid)
+
+    def render_metrics(self) -> bytes:
+        """This process's metrics, plus, with the durable queue, every worker's and the queue's."""
+        if self.queue is None:
+            return self.metrics.render()
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
+        overview = self.queue.overview()
+        depth = GaugeMetricFamily("disal_job_queue_depth", "Durable queue: tasks waiting (queued), retries "
+                                  "scheduled (scheduled), projects with requests waiting (projects)", labels=["kind"])
+        depth.add_metric(["queued"], overview["queued_tasks"])
+        depth.add_metric(["scheduled"], overview["scheduled_tasks"])
+        depth.add_metric(["projects"], overview["projects_waiting"])
+        alive = GaugeMetricFamily("disal_job_workers", "Job worker processes whose heartbeat is fresh")
+        alive.add_metric([], sum(1 for w in overview["workers"].values() if w["alive"]))
+        per = GaugeMetricFamily("disal_worker_jobs", "Jobs each worker process ran, by outcome",
+                                labels=["worker", "outcome"])
+        for wid, w in sorted(overview["workers"].items()):
+            for outcome in ("jobs_run", "jobs_failed", "retries"):
+                per.add_metric([wid, outcome.removeprefix("jobs_")], w.get(outcome, 0))
+        return render_merged(self.metrics.registry, self.queue.metric_snapshots(), [depth, alive, per])
+
     def health(self) -> dict:
         projects = {}
         for pid in sorted(set(self._known_projects()) | set(self.jobs.projects())):
@@ -435,20 +489,22 @@ class DisalModel:
                     entry["partial"] = {"encoded": encoded, "total": partial["total"], "queue_over": partial["encoded"]}
                     note = partial_note(encoded, partial["total"])
                     entry["note"] = f"{note}; {entry['note']}" if entry.get("note") else note
-            if pid in self.job.training_toggle:  # Label Studio's training toggle, as the last job read it
-                on = self.job.training_toggle[pid]
+            known, on = self._training_toggle(pid, job)
+            if known:  # Label Studio's training toggle, as the last job read it
                 entry["training_on_annotation"] = on
                 if on is False:
                     entry["training_note"] = TRAINING_OFF_NOTE.format(id=pid)
             if job.get("last_error"):
                 entry["error"] = job["last_error"]["error"]
             projects[str(pid)] = entry
-        return {"status": "UP", "model_class": type(self).__name__, "strategy": self.settings.strategy,
+        out = {"status": "UP", "model_class": type(self).__name__, "strategy": self.settings.strategy,
                 "encoder": self.encoder.model_id,
                 "encoders": {t: e.model_id for t, e in self.encoders.built().items()},
                 "train_mode": self.settings.train_mode, "warm_start": self.settings.warm_start,
                 "uptime_s": round(time.time() - self.started, 1),
                 "projects": projects}
+        out["job_queue"] = self.queue.overview() if self.queue is not None else {"backend": "threads"}
+        return out
 
     def versions(self, project: str | None = None) -> dict:
         """The versions that served (their push succeeded); a version killed mid-push never appears."""

@@ -115,6 +115,13 @@ class Settings:
     mlp_hidden: int = 256
     mlp_lr: float = 0.003
     device: str = "auto"  # where encoders and heads run: auto (CUDA when present), cpu, cuda, cuda:N
+    # the durable job queue (disal.job_queue): SQLite in MODEL_DIR by default, Redis with REDIS_URL
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
+    workers: int = 1  # worker processes the web process starts beside itself (0: only `make worker` ones)
+    job_lease_s: float = 30.0  # a killed worker's project is taken over after this long
+    retry_max_delay_s: float = 30.0  # failed jobs retry after 1, 2, 4 ... s, at most this
+    train_debounce_s: float = 1.0  # a job starts once no event arrived for this long (bursts train once)
+    train_debounce_max_s: float = 10.0  # ... or this long after the burst's first event
     # image projects (disal.tasks.image_classification, disal.media)
     image_size: int = 128  # EfficientNet-Lite0 input side in pixels
     image_batch_size: int = 32
@@ -206,6 +213,12 @@ class Settings:
             mlp_hidden=_int(env, "MLP_HIDDEN", d.mlp_hidden, 2),
             mlp_lr=_float(env, "MLP_LR", d.mlp_lr, 1e-6),
             device=(_str(env, "DEVICE", d.device) or d.device).lower(),
+            redis_url=_str(env, "REDIS_URL"),
+            workers=_int(env, "WORKERS", d.workers, 0),
+            job_lease_s=_float(env, "JOB_LEASE_S", d.job_lease_s, 2.0),
+            retry_max_delay_s=_float(env, "RETRY_MAX_DELAY_S", d.retry_max_delay_s, 1.0),
+            train_debounce_s=_float(env, "TRAIN_DEBOUNCE_S", d.train_debounce_s, 0.0),
+            train_debounce_max_s=_float(env, "TRAIN_DEBOUNCE_MAX_S", d.train_debounce_max_s, 0.0),
             image_size=_int(env, "IMAGE_SIZE", d.image_size, 32),
             image_batch_size=_int(env, "IMAGE_BATCH_SIZE", d.image_batch_size, 1),
             image_fetch_workers=_int(env, "IMAGE_FETCH_WORKERS", d.image_fetch_workers, 1),
@@ -216,7 +229,7 @@ class Settings:
 
     def public(self) -> dict:
         """The settings without secrets, for /health and log lines."""
-        secret = {"label_studio_api_key", "basic_auth_pass"}
+        secret = {"label_studio_api_key", "basic_auth_pass", "redis_url"}
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -273,6 +286,17 @@ ENV_DOC = {
     "WARM_START": "start each round at the previous round's model (same regime and label set; default false)",
     "MLP_HIDDEN / MLP_LR": "the mlp regime's hidden units (default 256) and AdamW learning rate (default 0.003)",
     "DEVICE": "where the encoders and heads run: auto (default: CUDA when present, else the CPU), cpu, cuda, cuda:N",
+    "REDIS_URL": "run jobs through this Redis (redis://host:6379/0): any number of `make worker` processes, on any "
+                 "machines sharing MODEL_DIR, take them (default: none; jobs persist in MODEL_DIR/jobs, SQLite)",
+    "WORKERS": "job worker processes the backend starts beside its web process (default 1; 0 with REDIS_URL when "
+               "every worker is started on its own with `make worker`)",
+    "JOB_LEASE_S": "a running job renews its project's lease every JOB_LEASE_S/5 s; a worker killed mid-job has its "
+                   "job taken over by another after JOB_LEASE_S (default 30)",
+    "RETRY_MAX_DELAY_S": "a job that failed on Label Studio (down, refused, no credentials yet) is retried after 1, "
+                         "2, 4 ... s, at most this many (default 30), until it succeeds",
+    "TRAIN_DEBOUNCE_S / TRAIN_DEBOUNCE_MAX_S": "a job starts once no event arrived for TRAIN_DEBOUNCE_S (default 1) "
+                                               "or TRAIN_DEBOUNCE_MAX_S (default 10) after the first: a burst of "
+                                               "events trains once, on all its labels",
     "IMAGE_SIZE": "image projects: the EfficientNet-Lite0 input side in pixels (default 128; 224 is ImageNet's, "
                   "about 3x slower on a CPU)",
     "IMAGE_BATCH_SIZE": "image projects: images per encoder batch (default 32)",

@@ -50,6 +50,26 @@ class JobRequest:
         self.new_tasks.update(other.new_tasks)
         self.reasons.update(other.reasons)
 
+    def to_dict(self) -> dict:
+        """JSON-able, for the durable queue (disal.job_queue): ids as ints, reasons as a plain dict."""
+        return {"train": self.train, "force": self.force, "initial": self.initial,
+                "new_task_ids": sorted(self.new_task_ids),
+                "new_tasks": {str(k): v for k, v in self.new_tasks.items()}, "reasons": dict(self.reasons)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "JobRequest":
+        return cls(train=bool(data.get("train")), force=bool(data.get("force")), initial=bool(data.get("initial")),
+                   new_task_ids={int(i) for i in data.get("new_task_ids") or ()},
+                   new_tasks={int(k): v for k, v in (data.get("new_tasks") or {}).items()},
+                   reasons=dict(data.get("reasons") or {}))
+
+    @classmethod
+    def merged(cls, requests: "list[JobRequest]") -> "JobRequest":
+        out = cls()
+        for r in requests:
+            out.merge(r)
+        return out
+
     def describe(self) -> str:
         parts = ["train" + ("(forced)" if self.force else "")] if self.train else []
         if self.initial:
@@ -61,27 +81,31 @@ class JobRequest:
 
 
 class JobContext:
-    """Handed to the runner: report the phase and progress counts that /health shows."""
+    """Handed to the runner: report the phase and progress counts that /health shows.
 
-    def __init__(self, worker: "ProjectWorker") -> None:
-        self._w = worker
+    `update(fields)` records them where /health reads them: the thread's info dict (in-process jobs)
+    or the job store (a worker process, disal.job_queue). `train_pending()` says whether a retrain
+    waits behind this job.
+    """
+
+    def __init__(self, update: Callable[[dict], None], train_pending: Callable[[], bool]) -> None:
+        self._update = update
+        self._train_pending = train_pending
 
     def set_state(self, state: str, done: int = 0, total: int = 0, note: str | None = None) -> None:
         if state not in STATES:
             raise ValueError(f"unknown job state {state!r}")
-        with self._w.lock:
-            self._w.info.update(state=state, progress={"done": int(done), "total": int(total)},
-                                phase_started=time.time())
-            if note is not None:
-                self._w.info["note"] = note
+        fields: dict[str, Any] = {"state": state, "progress": {"done": int(done), "total": int(total)},
+                                  "phase_started": time.time()}
+        if note is not None:
+            fields["note"] = note
+        self._update(fields)
 
     def progress(self, done: int, total: int) -> None:
-        with self._w.lock:
-            self._w.info["progress"] = {"done": int(done), "total": int(total)}
+        self._update({"progress": {"done": int(done), "total": int(total)}})
 
     def note(self, text: str) -> None:
-        with self._w.lock:
-            self._w.info["note"] = text
+        self._update({"note": text})
 
     def train_pending(self) -> bool:
         """True when a retrain waits behind this job (an annotation arrived meanwhile).
@@ -90,9 +114,7 @@ class JobContext:
         queue it stops early, so the waiting round runs now on the features cached so far instead
         of after the whole pool is encoded (the cache persists per task id; encoding resumes there).
         """
-        with self._w.lock:
-            pending = self._w.pending
-            return pending is not None and pending.train
+        return self._train_pending()
 
 
 Runner = Callable[[int, JobRequest, JobContext], dict]
@@ -116,6 +138,14 @@ class ProjectWorker:
                                      "note": None}
         self.thread = threading.Thread(target=self._loop, name=f"disal-project-{project_id}", daemon=True)
         self.thread.start()
+
+    def _update(self, fields: dict) -> None:
+        with self.lock:
+            self.info.update(fields)
+
+    def _train_pending(self) -> bool:
+        with self.lock:
+            return self.pending is not None and self.pending.train
 
     def submit(self, request: JobRequest) -> str:
         """Record the request and return at once: 'queued' or 'coalesced' (merged into a pending one)."""
@@ -174,7 +204,7 @@ class ProjectWorker:
         desc = request.describe()
         log.info("project %s: job started: %s", self.project_id, desc)
         try:
-            summary = self.runner(self.project_id, request, JobContext(self)) or {}
+            summary = self.runner(self.project_id, request, JobContext(self._update, self._train_pending)) or {}
         except Exception as exc:  # noqa: BLE001 - a failed job must never kill the worker
             reason = f"{type(exc).__name__}: {exc}"
             log.error("project %s: job failed after %.1fs: %s; the previous version keeps serving\n%s",

@@ -41,3 +41,46 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def snapshot(registry: CollectorRegistry) -> list[dict]:
+    """A registry's values, JSON-able: what a worker process publishes for the web's /metrics."""
+    return [{"name": f.name, "type": f.type, "doc": f.documentation,
+             "samples": [[s.name, s.labels, s.value] for s in f.samples]} for f in registry.collect()]
+
+
+def render_merged(own: CollectorRegistry, snapshots: list[list[dict]], extra: list | None = None) -> bytes:
+    """The web process's metrics plus every worker's (`snapshot`s, oldest first), as one exposition.
+
+    Counters and histograms add up across workers (a dead worker's last counts stay in the sum, so
+    totals never go down); a gauge takes the newest value any process reported.
+    """
+    from prometheus_client.metrics_core import Metric
+
+    families: dict[str, dict] = {}
+    for fam in snapshot(own):
+        families[fam["name"]] = {**fam, "values": {}}
+        for name, labels, value in fam["samples"]:
+            families[fam["name"]]["values"][(name, tuple(sorted(labels.items())))] = value
+    for snap in snapshots:
+        for fam in snap:
+            into = families.setdefault(fam["name"], {**fam, "values": {}})
+            for name, labels, value in fam["samples"]:
+                key = (name, tuple(sorted(labels.items())))
+                if fam["type"] == "gauge":
+                    into["values"][key] = value
+                else:
+                    into["values"][key] = into["values"].get(key, 0.0) + value
+
+    class _Merged:
+        def collect(self):
+            for fam in families.values():
+                m = Metric(fam["name"], fam["doc"], fam["type"])
+                for (name, labels), value in fam["values"].items():
+                    m.add_sample(name, dict(labels), value)
+                yield m
+            yield from extra or ()
+
+    registry = CollectorRegistry()
+    registry.register(_Merged())
+    return generate_latest(registry)

@@ -49,6 +49,7 @@ class BackendModel(Protocol):
     def predict_request(self, payload: dict) -> dict: ...
     def fit(self, event: str, data: dict) -> dict: ...
     def versions(self, project: str | None) -> dict: ...
+    def render_metrics(self) -> bytes: ...
 
 
 # Body limits per route (bytes come from Settings): Label Studio's real payloads are a label config
@@ -127,7 +128,7 @@ class PredictGate:
 
 
 def create_app(model: BackendModel) -> Flask:
-    """The Flask app around one model object (one per process: jobs live in-process)."""
+    """The Flask app around one model object (one per process; its jobs run in worker processes)."""
     app = Flask("disal")
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["disal_model"] = model
@@ -244,6 +245,6 @@ def create_app(model: BackendModel) -> Flask:
 
     @app.get("/metrics")
     def metrics():
-        return Response(model.metrics.render(), mimetype="text/plain; version=0.0.4")
+        return Response(model.render_metrics(), mimetype="text/plain; version=0.0.4")
 
     return app

@@ -116,6 +116,7 @@ class ProjectStore:
         self._lock = threading.RLock()
         self._current: ModelVersion | None = None
         self._current_loaded = False
+        self._current_pointer: str | None = None
         self.clock: Callable[[], float] = time.time  # tests set a fake clock (superseded-at times)
 
     # -- project info ----------------------------------------------------------------------------
@@ -209,7 +210,7 @@ class ProjectStore:
             previous = (read_json(self.dir / "current.json", {}) or {}).get("version")
             atomic_write_json(self.versions_dir / v.name / "pushed.json", {"at": now})
             atomic_write_json(self.dir / "current.json", {"version": v.name, "at": now})
-            self._current, self._current_loaded = v, True
+            self._current, self._current_loaded, self._current_pointer = v, True, v.name
             if previous and previous != v.name:
                 ledger = self.load_superseded()
                 ledger.setdefault(previous, now)
@@ -230,15 +231,17 @@ class ProjectStore:
         return [n for n in self.list_versions() if (self.versions_dir / n / "pushed.json").exists()]
 
     def current(self) -> ModelVersion | None:
-        """The serving version, loaded once.
+        """The serving version, loaded once per change of current.json.
 
         A broken pointer falls back, loudly, to the newest version that was once pushed; a version
         whose push never succeeded is never served.
         """
         with self._lock:
-            if self._current_loaded:
-                return self._current
+            # the pointer is read each time: a worker process may have made another version current
             pointer = (read_json(self.dir / "current.json", {}) or {}).get("version")
+            if self._current_loaded and pointer == self._current_pointer:
+                return self._current
+            self._current_pointer = pointer
             candidates = ([pointer] if pointer else []) + [n for n in reversed(self.pushed_versions()) if n != pointer]
             for i, name in enumerate(candidates):
                 try:

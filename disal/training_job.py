@@ -274,6 +274,9 @@ class TrainingJob:
         if project_id not in self.webhook_ok:  # connecting creates the webhook after /setup: look again
             self.ensure_webhook_auth(project_id, store, ls, warnings)
         summary["warnings"] = warnings + summary.get("warnings", [])
+        # what /health shows beside the version; a worker process publishes them with the summary
+        summary["training_on_annotation"] = self.training_toggle.get(project_id)
+        summary["webhook_auth_ok"] = project_id in self.webhook_ok
         return summary
 
     def task_io(self, spec: LabelSpec, ls: LabelStudioClient | None) -> TaskIO:

@@ -21,6 +21,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 LS_BIN = ROOT / ".ls-venv" / "bin" / "label-studio"
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+REDIS_SERVER = "/usr/bin/redis-server"  # Debian's redis-server (make install-system)
 
 # Label Studio reads LABEL_STUDIO_X, then HEARTEX_X, then plain X: never let these leak in.
 _STRAY = ("PORT", "HOST", "USERNAME", "PASSWORD", "DEBUG", "DJANGO_DB", "DATABASE_URL")
@@ -149,6 +151,12 @@ def import_files(client: httpx.Client, project_id: int, paths: list[Path], batch
             raise RuntimeError(f"importing files into project {project_id} failed: {r.status_code} {r.text[:300]}")
 
 
+def _spawn_plain(cmd: list[str], env: dict | None, cwd: Path, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as fh:
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 class _Service:
     """A local process started by `start()` (in subclasses): stopped by `stop()` or leaving a `with`."""
 
@@ -241,3 +249,64 @@ class BackendServer(_Service):
              "_wsgi:app"],
             self.env(), ROOT, self.log, self.url + "/health", timeout, auth=self.auth())
         return self
+
+
+class RedisServer(_Service):
+    """Debian's redis-server on 127.0.0.1, its data (append-only file) in `data_dir`: a restart keeps the queue."""
+
+    def __init__(self, data_dir: Path, port: int = 6379) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.log = self.data_dir / "redis.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> "RedisServer":
+        if not Path(REDIS_SERVER).exists():
+            raise RuntimeError(f"{REDIS_SERVER} is missing: `make install-system` installs Debian's redis-server")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = _spawn_plain([REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
+                                  str(self.data_dir), "--appendonly", "yes", "--save", "", "--daemonize", "no"],
+                                 None, self.data_dir, self.log)
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        self.started_in = time.time() - t0
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"redis-server did not answer on {self.port} within {timeout:.0f}s")
+
+    def stop(self) -> None:  # SIGTERM: redis flushes its append-only file before exiting
+        _stop(self.proc, grace=10.0)
+
+    def restart(self, down_s: float = 0.0) -> "RedisServer":
+        self.stop()
+        time.sleep(down_s)
+        return self.start()
+
+
+class WorkerProcess(_Service):
+    """One more job worker (`python -m disal.worker`, what `make worker` runs) with a backend's environment."""
+
+    def __init__(self, backend: "BackendServer", log: Path | None = None) -> None:
+        self.backend = backend
+        self.log = Path(log) if log else backend.log.with_name(backend.log.stem + f"-worker-{id(self) % 10000}.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        self.proc = _spawn_plain([str(PYTHON), "-m", "disal.worker"], self.backend.env(), ROOT, self.log)
+        return self
+
+    def kill(self) -> None:
+        """kill -9, as a crash or the OOM killer would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.local_services import LS_BIN, LabelStudioServer, free_port  # noqa: E402
+from scripts.local_services import LS_BIN, LabelStudioServer, RedisServer, free_port  # noqa: E402
 
 WORDS = (
     "the a of and to in is it that was for on are with as be at by this have from or one had not but what all "
@@ -73,5 +73,17 @@ def label_studio(tmp_path_factory):
     server = LabelStudioServer(tmp_path_factory.mktemp("labelstudio"), free_port())
     server.start()
     print(f"\nLabel Studio started in {server.started_in:.1f}s at {server.url}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server (Debian's, installed by `make install-system`) on 127.0.0.1, one per session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield server
     server.stop()

@@ -1,0 +1,131 @@
+"""The job store's contract (disal.job_store), run against both stores: SQLite and a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from disal.job_store import RedisJobStore, SqliteJobStore
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = SqliteJobStore(tmp_path / "store.sqlite3")
+    else:
+        server = request.getfixturevalue("redis_server")
+        s = RedisJobStore(server.url, prefix=f"t{time.time_ns()}")
+    yield s
+    s.close()
+
+
+def req(n: int, train: bool = True) -> dict:
+    return {"train": train, "reasons": {f"event-{n}": 1}}
+
+
+def test_first_request_is_queued_later_ones_coalesce(store):
+    assert store.add(7, req(1)) == "queued"
+    assert store.add(7, req(2)) == "coalesced"
+    assert store.add(8, req(3)) == "queued"  # per project
+    assert store.pending_count(7) == 2 and store.pending_count(8) == 1
+
+
+def test_claim_takes_every_request_in_order_and_holds_the_lease(store):
+    for i in range(3):
+        store.add(7, req(i))
+    got = store.claim(7, "w1", lease_s=30)
+    assert [r["reasons"] for r in got] == [{"event-0": 1}, {"event-1": 1}, {"event-2": 1}]
+    assert store.pending_count(7) == 0
+    assert store.lease_owner(7) == "w1"
+    assert store.claim(7, "w2", lease_s=30) is None  # one job per project at a time
+    # an event during the job waits, counted as coalesced, and finish reports it
+    assert store.add(7, req(9)) == "coalesced"
+    assert store.finish(7, "w1") == 1
+    assert store.lease_owner(7) is None
+    assert [r["reasons"] for r in store.claim(7, "w2", lease_s=30)] == [{"event-9": 1}]
+
+
+def test_a_dead_owners_requests_pass_to_the_next_claimer_after_its_lease(store):
+    store.add(7, req(1))
+    assert store.claim(7, "dead", lease_s=0.4) is not None  # ... and the worker is killed: no renew, no finish
+    assert store.needs_work() == []  # its lease still runs
+    store.add(7, req(2))
+    time.sleep(0.6)
+    assert store.needs_work() == [7]
+    got = store.claim(7, "w2", lease_s=30)
+    assert [r["reasons"] for r in got] == [{"event-1": 1}, {"event-2": 1}]  # the killed job runs again
+    assert store.finish(7, "dead") == -1  # the dead owner, if it wakes, changes nothing
+    assert store.lease_owner(7) == "w2"
+
+
+def test_renew_keeps_the_lease_only_for_its_owner(store):
+    store.add(7, req(1))
+    store.claim(7, "w1", lease_s=0.5)
+    assert not store.renew(7, "w2", lease_s=30)
+    for _ in range(4):
+        time.sleep(0.25)
+        assert store.renew(7, "w1", lease_s=0.5)
+    assert store.claim(7, "w2") is None
+
+
+def test_requeue_puts_the_failed_requests_back_in_front(store):
+    store.add(7, req(1))
+    got = store.claim(7, "w1")
+    store.add(7, req(2))
+    assert store.finish(7, "w1", requeue=got) == 2
+    assert [r["reasons"] for r in store.claim(7, "w2")] == [{"event-1": 1}, {"event-2": 1}]
+
+
+def test_has_pending_train_sees_only_waiting_retrains(store):
+    store.add(7, req(1, train=False))
+    store.claim(7, "w1")
+    assert not store.has_pending_train(7)
+    store.add(7, req(2, train=True))
+    assert store.has_pending_train(7)
+
+
+def test_status_counters_and_workers(store):
+    store.update_status(7, {"state": "training", "progress": {"done": 1, "total": 5}, "warnings": []})
+    store.update_status(7, {"progress": {"done": 3, "total": 5}})
+    assert store.status(7) == {"state": "training", "progress": {"done": 3, "total": 5}, "warnings": []}
+    store.incr(7, "jobs_run")
+    store.incr(7, "jobs_run")
+    store.incr(7, "coalesced_events", 5)
+    assert store.counters(7) == {"jobs_run": 2, "coalesced_events": 5}
+    assert 7 in store.projects()
+    store.heartbeat("host:1", {"jobs_run": 3})
+    workers = store.workers()
+    assert workers["host:1"]["jobs_run"] == 3 and workers["host:1"]["seen"] > time.time() - 5
+
+
+def test_concurrent_adds_and_claims_lose_and_duplicate_nothing(store):
+    """8 threads add 40 requests each while 2 claimers run jobs: every request is claimed exactly once."""
+    claimed: list[str] = []
+    done = threading.Event()
+
+    def producer(t: int) -> None:
+        for i in range(40):
+            store.add(3, {"reasons": {f"{t}-{i}": 1}})
+
+    def claimer(name: str) -> None:
+        while True:
+            finished = done.is_set()
+            got = store.claim(3, name, lease_s=30)
+            if got is not None:
+                claimed.extend(next(iter(r["reasons"])) for r in got)
+                store.finish(3, name)
+            if finished and store.pending_count(3) == 0 and store.lease_owner(3) is None:
+                return
+
+    claimers = [threading.Thread(target=claimer, args=(f"c{i}",)) for i in range(2)]
+    producers = [threading.Thread(target=producer, args=(t,)) for t in range(8)]
+    for th in claimers + producers:
+        th.start()
+    for th in producers:
+        th.join(60)
+    done.set()
+    for th in claimers:
+        th.join(60)
+    assert sorted(claimed) == sorted(f"{t}-{i}" for t in range(8) for i in range(40))
