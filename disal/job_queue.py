@@ -138,7 +138,7 @@ class JobQueue:
         st.update(self.store.counters(pid))
         owner = self.store.lease_owner(pid)
         waiting = self.store.pending_count(pid)
-        if owner is None and st["state"] not in ("idle", "retrying"):
+        if owner is None and (st["state"] not in ("idle", "retrying") or self.store.has_running(pid)):
             # its worker died mid-job (or is being replaced): the sweeper runs it again
             st["state"], st["note"] = "queued", "interrupted: its worker stopped; it runs again"
         if st["state"] == "idle" and (waiting or owner is not None):

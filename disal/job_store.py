@@ -67,6 +67,10 @@ class JobStore:
     def lease_owner(self, project: int) -> str | None:
         raise NotImplementedError
 
+    def has_running(self, project: int) -> bool:
+        """Whether requests are recorded as running (by a live job, or by a dead one's)."""
+        raise NotImplementedError
+
     def update_status(self, project: int, fields: dict) -> None:
         raise NotImplementedError
 
@@ -210,6 +214,9 @@ class SqliteJobStore(JobStore):
     def lease_owner(self, project: int) -> str | None:
         return self._live_owner(self._db(), project)
 
+    def has_running(self, project: int) -> bool:
+        return self._db().execute("SELECT 1 FROM running WHERE project=?", (project,)).fetchone() is not None
+
     def update_status(self, project: int, fields: dict) -> None:
         with self._tx() as db:
             row = db.execute("SELECT data FROM status WHERE project=?", (project,)).fetchone()
@@ -345,6 +352,9 @@ class RedisJobStore(JobStore):
 
     def lease_owner(self, project: int) -> str | None:
         return self.r.get(self._k("lease", project))
+
+    def has_running(self, project: int) -> bool:
+        return bool(self.r.llen(self._k("running", project)))
 
     def update_status(self, project: int, fields: dict) -> None:
         # only the lease holder writes a project's status: read, merge, write needs no script

@@ -239,7 +239,7 @@ def test_label_studio_down_for_60s_recovers_with_no_manual_step(tmp_path, label_
             # START_TRAINING, as Label Studio sent it just before going down: the job cannot reach it
             r = httpx.post(dep.backend.url + "/webhook", json={"action": "START_TRAINING", "project": {"id": pid}},
                            timeout=10)
-            assert r.status_code == 200, r.text
+            assert r.status_code == 201 and r.json()["status"] == "queued", r.text
             h = wait_for(lambda: (p := dep.project(pid)).get("state") == "retrying" and p, 60, "a retrying job")
             assert "Label Studio" in h["job"]["last_error"]["error"]
             time.sleep(60)

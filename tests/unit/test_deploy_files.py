@@ -31,9 +31,25 @@ def test_compose_wires_label_studio_and_the_backend():
     assert be["environment"]["LABEL_STUDIO_URL"] == "http://label-studio:8080"
     assert set(be["environment"]) <= env_names(), "every backend variable is one the backend reads"
     # both services keep their state in named volumes
-    assert {v.split(":")[0] for v in ls["volumes"] + be["volumes"]} == set(compose["volumes"])
+    redis = compose["services"]["redis"]
+    assert {v.split(":")[0] for v in ls["volumes"] + be["volumes"] + redis["volumes"]} == set(compose["volumes"])
     assert any(v.endswith(":" + be["environment"]["MODEL_DIR"]) for v in be["volumes"])
     assert be["build"] == "."
+
+
+def test_compose_runs_jobs_through_redis_with_a_scalable_worker_service():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    be, worker, redis = services["disal-backend"], services["disal-worker"], services["redis"]
+    assert "--appendonly" in redis["command"], "Redis keeps the queue across its restarts"
+    assert worker["command"] == ["python", "-m", "disal.worker"] and worker["image"] == be["image"]
+    assert be["environment"]["REDIS_URL"] == worker["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert set(worker["environment"]) <= env_names()
+    # workers read and write the same versions and feature cache as the web process
+    assert worker["volumes"] == be["volumes"]
+    assert "ports" not in worker, "a worker serves nothing: --scale needs no port"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^worker: install\n\t.*-m disal\.worker$", makefile, re.M)
 
 
 def test_dockerfile_pins_cpu_torch_installs_the_requirements_and_runs_one_gunicorn_worker():
