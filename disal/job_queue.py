@@ -311,6 +311,9 @@ class JobQueue:
             st = self.store.status(pid)
             if st.get("state") == "retrying" and float(st.get("retry_at") or 0) > now:
                 continue  # a scheduled retry takes it
+            span = self.store.pending_span(pid)
+            if not self.store.has_running(pid) and span and now - span[0] < self.settings.train_debounce_max_s + 5:
+                continue  # young requests: their task is waiting for a thread, or debouncing
             self.task(pid)
             out.append(pid)
         if out:

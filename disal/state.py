@@ -25,6 +25,8 @@ leaves the previous pointer, so a restarted backend serves the latest good versi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -278,6 +280,18 @@ class ProjectStore:
             atomic_write_json(self.dir / "scored.json", {str(k): v for k, v in scored.items()})
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An advisory lock between the processes of one machine (web and job workers) that write a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class FeatureCache:
     """Pretrained embeddings keyed by (task id, text hash), one file per encoder. A changed text re-encodes."""
 
@@ -287,14 +301,36 @@ class FeatureCache:
         self._lock = threading.Lock()
         self._rows: dict[int, tuple[str, np.ndarray]] = {}
         self._dirty = False
-        if self.path.exists():
-            try:
-                with np.load(self.path, allow_pickle=False) as z:
-                    for tid, h, vec in zip(z["ids"].tolist(), z["hashes"].tolist(), z["feats"]):
+        self._loaded_stamp: tuple[int, int] | None = None
+        with self._lock:
+            n = self._merge_from_disk()
+        if n:
+            log.info("feature cache %s: %d rows", self.path.name, n)
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _merge_from_disk(self) -> int:
+        """Add the rows another process (a job worker) saved since we last looked; ours win on a clash.
+        Caller holds the lock. Returns how many rows were added."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._loaded_stamp:
+            return 0
+        added = 0
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                for tid, h, vec in zip(z["ids"].tolist(), z["hashes"].tolist(), z["feats"]):
+                    if int(tid) not in self._rows:
                         self._rows[int(tid)] = (str(h), vec)
-                log.info("feature cache %s: %d rows", self.path.name, len(self._rows))
-            except Exception as exc:  # noqa: BLE001 - a corrupt cache is rebuilt, and we say so
-                log.warning("feature cache %s unreadable (%s): starting empty", self.path, exc)
+                        added += 1
+        except Exception as exc:  # noqa: BLE001 - a corrupt cache is rebuilt, and we say so
+            log.warning("feature cache %s unreadable (%s): encoding what it held again", self.path, exc)
+        self._loaded_stamp = stamp
+        return added
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -303,6 +339,8 @@ class FeatureCache:
         """(found {id: vector}, positions that need encoding)."""
         found, missing = {}, []
         with self._lock:
+            if any(self._rows.get(int(t), ("",))[0] != h for t, h in zip(task_ids, hashes)):
+                self._merge_from_disk()  # a worker process may have encoded them since
             for pos, (tid, h) in enumerate(zip(task_ids, hashes)):
                 row = self._rows.get(int(tid))
                 if row is not None and row[0] == h:
@@ -327,9 +365,10 @@ class FeatureCache:
         return None if row is None else row[0]
 
     def save(self) -> None:
-        with self._lock:
+        with self._lock, _file_lock(self.path.with_suffix(".lock")):
             if not self._dirty or not self._rows:
                 return
+            self._merge_from_disk()  # keep what other worker processes saved meanwhile
             ids = np.fromiter(self._rows.keys(), dtype=np.int64)
             hashes = np.array([r[0] for r in self._rows.values()])
             feats = np.stack([r[1] for r in self._rows.values()]).astype(np.float32)
@@ -342,3 +381,4 @@ class FeatureCache:
             finally:
                 Path(tmp).unlink(missing_ok=True)
             self._dirty = False
+            self._loaded_stamp = self._stamp()
