@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +28,7 @@ import pytest
 
 from scripts.local_services import BackendServer, WorkerProcess, free_port
 
+from e2e.helpers import wait_for
 from fake_labelstudio import LABELS, choices_config, topic_texts
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -102,16 +102,6 @@ class Deployment:
                        if p.exists())
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
-    t0, last = time.time(), None
-    while time.time() - t0 < timeout:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
 def new_project(ls, dep: Deployment, n: int, title: str, texts=None) -> tuple[int, dict[int, str]]:
     data = texts or [{"text": t, "gold": g} for t, g in topic_texts(n, seed=n)]
     with ls.client() as c:
@@ -152,15 +142,21 @@ def first_queue(dep: Deployment, pid: int, timeout: float = 180) -> dict:
                     timeout, f"project {pid}'s first queue")
 
 
+def trained_project(ls, dep: Deployment, n: int, labeled: int, title: str) -> tuple[int, dict[int, str], list[int]]:
+    """A project of n tasks with its first queue, then `labeled` of them annotated and trained on."""
+    pid, gold = new_project(ls, dep, n, title)
+    first_queue(dep, pid)
+    ids = sorted(gold)
+    annotate(ls, ids[:labeled], gold)
+    idle_with(dep, pid, labeled)
+    return pid, gold, ids
+
+
 def test_a_storm_of_500_events_trains_at_most_3_times_on_every_label(tmp_path, label_studio, tiny_model_dir, mode,
                                                                       redis_or_none):
     dep = Deployment(tmp_path, label_studio, _env(tiny_model_dir, mode, redis_or_none)).start()
     try:
-        pid, gold = new_project(label_studio, dep, 60, f"storm {mode}")
-        first_queue(dep, pid)
-        ids = sorted(gold)
-        annotate(label_studio, ids[:6], gold)
-        idle_with(dep, pid, 6)
+        pid, gold, ids = trained_project(label_studio, dep, 60, 6, f"storm {mode}")
         before = dep.metric("disal_trainings_total", project=pid)
 
         annotate(label_studio, ids[6:12], gold)  # Label Studio's own webhooks join the storm
@@ -229,11 +225,8 @@ def test_label_studio_down_for_60s_recovers_with_no_manual_step(tmp_path, label_
                                                                 redis_or_none):
     dep = Deployment(tmp_path, label_studio, _env(tiny_model_dir, mode, redis_or_none), extra=0).start()
     try:
-        pid, gold = new_project(label_studio, dep, 30, f"ls down {mode}")
-        first_queue(dep, pid)
-        ids = sorted(gold)
-        annotate(label_studio, ids[:4], gold)
-        v = idle_with(dep, pid, 4)["model_version"]
+        pid, gold, ids = trained_project(label_studio, dep, 30, 4, f"ls down {mode}")
+        v = dep.project(pid)["model_version"]
         label_studio.stop()
         try:
             # START_TRAINING, as Label Studio sent it just before going down: the job cannot reach it
@@ -282,11 +275,7 @@ def test_a_restarted_backend_catches_up_on_annotations_made_while_it_was_down(tm
     env = _env(tiny_model_dir, mode, redis_or_none)
     dep = Deployment(tmp_path, label_studio, env).start()
     try:
-        pid, gold = new_project(label_studio, dep, 30, f"restart {mode}")
-        first_queue(dep, pid)
-        ids = sorted(gold)
-        annotate(label_studio, ids[:3], gold)
-        idle_with(dep, pid, 3)
+        pid, gold, ids = trained_project(label_studio, dep, 30, 3, f"restart {mode}")
         before = dep.metric("disal_trainings_total", project=pid)  # the dead workers' counts stay in the sum
     finally:
         dep.stop()
