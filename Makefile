@@ -7,7 +7,7 @@ LS_VENV := .ls-venv
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PORT ?= 9090
 
-.PHONY: install install-ls install-bench install-system serve worker demo test test-fast bench bench-full clean
+.PHONY: install install-ls install-bench install-system serve worker demo test test-redis test-fast bench bench-full clean
 
 ## Idempotent: re-running only installs what changed in the requirement files.
 install: $(VENV)/.installed
@@ -48,8 +48,17 @@ install-system:
 		|| { $$APT update && $$APT install -y --no-install-recommends $(SYSTEM_PKGS); }; \
 	fi
 
+## Every test, then every test that runs a backend again with its jobs on Redis (--job-queue=redis:
+## a real redis-server for the session); the fault tests (tests/reliability/test_durable_jobs.py)
+## run both modes themselves.
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SE_OFFLINE=true
+REDIS_SUITE := tests/e2e tests/browser tests/reliability/test_under_load.py
 test: install install-ls install-bench install-system
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SE_OFFLINE=true $(VENV)/bin/python -m pytest tests
+	$(TEST_ENV) $(VENV)/bin/python -m pytest tests
+	$(TEST_ENV) $(VENV)/bin/python -m pytest $(REDIS_SUITE) --job-queue=redis
+
+test-redis: install install-ls install-bench install-system
+	$(TEST_ENV) $(VENV)/bin/python -m pytest $(REDIS_SUITE) --job-queue=redis
 
 test-fast: install install-bench
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest tests -m "not e2e and not slow"

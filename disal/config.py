@@ -117,6 +117,7 @@ class Settings:
     device: str = "auto"  # where encoders and heads run: auto (CUDA when present), cpu, cuda, cuda:N
     # the durable job queue (disal.job_queue): SQLite in MODEL_DIR by default, Redis with REDIS_URL
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
+    redis_prefix: str = "disal"  # the queue's name and the job store's key prefix in Redis
     workers: int = 1  # worker processes the web process starts beside itself (0: only `make worker` ones)
     job_lease_s: float = 30.0  # a killed worker's project is taken over after this long
     retry_max_delay_s: float = 30.0  # failed jobs retry after 1, 2, 4 ... s, at most this
@@ -214,6 +215,7 @@ class Settings:
             mlp_lr=_float(env, "MLP_LR", d.mlp_lr, 1e-6),
             device=(_str(env, "DEVICE", d.device) or d.device).lower(),
             redis_url=_str(env, "REDIS_URL"),
+            redis_prefix=_str(env, "REDIS_PREFIX", d.redis_prefix),
             workers=_int(env, "WORKERS", d.workers, 0),
             job_lease_s=_float(env, "JOB_LEASE_S", d.job_lease_s, 2.0),
             retry_max_delay_s=_float(env, "RETRY_MAX_DELAY_S", d.retry_max_delay_s, 1.0),
@@ -288,6 +290,8 @@ ENV_DOC = {
     "DEVICE": "where the encoders and heads run: auto (default: CUDA when present, else the CPU), cpu, cuda, cuda:N",
     "REDIS_URL": "run jobs through this Redis (redis://host:6379/0): any number of `make worker` processes, on any "
                  "machines sharing MODEL_DIR, take them (default: none; jobs persist in MODEL_DIR/jobs, SQLite)",
+    "REDIS_PREFIX": "the queue's name and the job store's key prefix in Redis (default disal): backends that share "
+                    "one Redis but not MODEL_DIR (staging beside production) each need their own",
     "WORKERS": "job worker processes the backend starts beside its web process (default 1; 0 with REDIS_URL when "
                "every worker is started on its own with `make worker`)",
     "JOB_LEASE_S": "a running job renews its project's lease every JOB_LEASE_S/5 s; a worker killed mid-job has its "

@@ -59,7 +59,7 @@ def make_huey(settings: Settings):
     from huey import RedisHuey, SqliteHuey
 
     if settings.redis_url:
-        return RedisHuey("disal", url=settings.redis_url, results=False)
+        return RedisHuey(settings.redis_prefix, url=settings.redis_url, results=False)
     folder = settings.model_dir / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     return SqliteHuey("disal", filename=str(folder / "huey.sqlite3"), results=False)
@@ -67,7 +67,7 @@ def make_huey(settings: Settings):
 
 def make_store(settings: Settings) -> JobStore:
     if settings.redis_url:
-        return RedisJobStore(settings.redis_url)
+        return RedisJobStore(settings.redis_url, prefix=settings.redis_prefix)
     return SqliteJobStore(settings.model_dir / "jobs" / "store.sqlite3")
 
 

@@ -9,6 +9,7 @@ The command line for a Label Studio of your own is scripts/labelstudio_server.py
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -235,6 +236,12 @@ class BackendServer(_Service):
         env.update({"MODEL_DIR": str(self.model_dir), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         if self.ls is not None:
             env.update({"LABEL_STUDIO_URL": self.ls.url, "LABEL_STUDIO_API_KEY": self.ls.token})
+        # `pytest --job-queue=redis`: every backend of the session runs its jobs through one Redis, each
+        # under its own prefix (a backend restarted on the same MODEL_DIR and port keeps its prefix)
+        tests_redis = os.environ.get("DISAL_TESTS_REDIS_URL")
+        if tests_redis and "REDIS_URL" not in self.extra_env:
+            tag = hashlib.sha1(str(self.model_dir).encode()).hexdigest()[:8]
+            env.update({"REDIS_URL": tests_redis, "REDIS_PREFIX": f"t{self.port}-{tag}"})
         env.update(self.extra_env)
         return env
 

@@ -87,3 +87,24 @@ def redis_server(tmp_path_factory):
         pytest.fail(str(exc))
     yield server
     server.stop()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--job-queue", choices=("sqlite", "redis"), default="sqlite",
+                     help="the durable queue every backend of the session uses: sqlite (the embedded default, "
+                          "MODEL_DIR) or redis (a real redis-server started for the session; `make test-redis`)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def job_queue_mode(request, tmp_path_factory):
+    """With --job-queue=redis, every BackendServer (scripts/local_services) takes REDIS_URL from here."""
+    if request.config.getoption("--job-queue") != "redis":
+        yield "sqlite"
+        return
+    server = RedisServer(tmp_path_factory.mktemp("session-redis"), free_port()).start()
+    os.environ["DISAL_TESTS_REDIS_URL"] = server.url
+    try:
+        yield "redis"
+    finally:
+        os.environ.pop("DISAL_TESTS_REDIS_URL", None)
+        server.stop()

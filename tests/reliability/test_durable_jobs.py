@@ -39,8 +39,8 @@ LEASE_S = 6
 def _env(tiny_model_dir, mode: str, redis_server, **extra) -> dict:
     env = {"MODEL_NAME": str(tiny_model_dir), "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "", "LOG_LEVEL": "INFO",
            "JOB_LEASE_S": str(LEASE_S), "RETRY_MAX_DELAY_S": "5", "WORKERS": "1", "FIRST_QUEUE_SECONDS": "1000"}
-    if mode == "redis":
-        env["REDIS_URL"] = redis_server.url
+    # explicit in both modes, so that `pytest --job-queue=redis` leaves these tests their own queue
+    env["REDIS_URL"] = redis_server.url if mode == "redis" else ""
     env.update(extra)
     return env
 
