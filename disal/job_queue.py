@@ -190,8 +190,8 @@ class JobQueue:
             return "nothing pending"
         request = JobRequest.merged([JobRequest.from_dict(r) for r in requests])
         desc = request.describe()
-        lost = threading.Event()
-        renewing = threading.Thread(target=self._renew, args=(pid, owner, lease_s, lost), daemon=True,
+        stop, lost = threading.Event(), threading.Event()
+        renewing = threading.Thread(target=self._renew, args=(pid, owner, lease_s, stop, lost), daemon=True,
                                     name=f"disal-lease-{pid}")
         with self._lock:
             self._current[owner] = pid
@@ -229,7 +229,7 @@ class JobQueue:
                 log.info("project %s: %d request(s) arrived during the job: follow-up queued", pid, waiting)
                 self.task(pid)
         finally:
-            lost.set()
+            stop.set()
             with self._lock:
                 self._current.pop(owner, None)
             self.publish_heartbeat()
@@ -285,10 +285,11 @@ class JobQueue:
         with self._lock:
             self._counts[key] += 1
 
-    def _renew(self, pid: int, owner: str, lease_s: float, done: threading.Event) -> None:
-        while not done.wait(lease_s / 5):
+    def _renew(self, pid: int, owner: str, lease_s: float, stop: threading.Event, lost: threading.Event) -> None:
+        while not stop.wait(lease_s / 5):
             try:
                 if not self.store.renew(pid, owner, lease_s):
+                    lost.set()
                     log.error("project %s: lost its job lease (the store restarted or another worker took over)", pid)
             except Exception as exc:  # noqa: BLE001 - a store hiccup (Redis restarting): try again next beat
                 log.warning("project %s: could not renew the job lease: %s", pid, exc)

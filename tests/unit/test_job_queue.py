@@ -170,3 +170,16 @@ def test_an_unreachable_redis_gets_a_503_naming_it(tmp_path):
     with pytest.raises(RequestError) as err:
         model.fit("START_TRAINING", {"project": {"id": 5}})
     assert err.value.status == 503 and "job queue (redis) is unreachable" in err.value.message
+
+
+def test_a_job_that_lost_its_lease_says_so(tmp_path, caplog):
+    def steal():  # another worker took the project over (this one was presumed dead)
+        q.store._db().execute("UPDATE leases SET owner='another-worker' WHERE project=5")
+        time.sleep(1.0)  # a renewal (every JOB_LEASE_S / 5 = 0.4 s) finds the lease gone
+
+    q = queue(tmp_path, Runner(during=steal), job_lease_s=2.0)
+    q.submit(5, JobRequest(train=True))
+    with caplog.at_level("WARNING"):
+        assert q.execute(5) == "ok"
+    assert "lost its job lease" in caplog.text and "lease ran out while it ran" in caplog.text
+    assert q.store.lease_owner(5) == "another-worker", "finish leaves the new owner's lease alone"
