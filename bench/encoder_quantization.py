@@ -1,19 +1,23 @@
-"""Is a cheaper frozen encoder worth adopting? Dynamic int8 quantization (torch) of all-MiniLM-L6-v2
-against today's fp32 encoder, on the same texts, in one run.
+"""Is a cheaper frozen encoder worth adopting? all-MiniLM-L6-v2 as today (torch, fp32) against a
+variant, on the same texts, in one run:
+- `--variant int8`: torch's dynamic int8 quantization of every Linear of the encoder;
+- `--variant onnx`: the same fp32 encoder + mean pooling exported with torch.onnx and run by ONNX
+  Runtime (CPUExecutionProvider, all graph optimisations, the same threads);
+- `--variant onnx-int8`: that ONNX graph with ONNX Runtime's dynamic int8 quantization.
 
-1. Throughput: the same N texts (R8 + BBC) encoded by fp32 and by int8, alternating, `--repeats`
-   times each; the best of each is kept (the machine is shared) and the ratio reported.
-2. Agreement: the cosine similarity of each text's fp32 and int8 features.
+1. Throughput: the same N texts (R8 + BBC) encoded by torch fp32 and by the variant, alternating,
+   `--repeats` times each, in the same batches (the adapter's length-sorted batching); the best of
+   each is kept (the machine is shared) and the ratio reported.
+2. Agreement: the cosine similarity of each text's fp32 and variant features.
 3. Selection quality: the simulator (frozen encoder + linear head) on BBC and R8 with each encoder's
-   features, the same strategies and seeds; nAULC per strategy, and DISAL's paired difference
-   int8 - fp32 across seeds (t-test). Adopt int8 only if that difference is within noise and
+   features, the same strategies and seeds; nAULC per strategy, and the paired difference
+   variant - fp32 across seeds (t-test). Adopt a variant only if that difference is within noise and
    throughput rises.
 
-ONNX Runtime is not measured here: `onnxruntime` is not in the service's requirements, and the
-export needs `optimum` or a hand-written torch.onnx export of the mean-pooled encoder (a next step).
+The ONNX variants need `make install-bench` (onnxruntime, onnx, onnxscript: benchmark-only).
 
-Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/encoder_quantization.py --texts 1000 --seeds 5 \\
-           --out bench/out/encoder_int8.json
+Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/encoder_quantization.py --variant onnx --texts 1000 \\
+           --seeds 5 --out bench/out/encoder_onnx.json
 """
 
 from __future__ import annotations
@@ -41,6 +45,56 @@ def quantized(adapter):
     return q
 
 
+class _Features(torch.nn.Module):
+    """What the backend caches per text: the encoder's mean-pooled last hidden state."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model.features(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def onnx_encoder(adapter, folder: Path, threads: int, int8: bool = False):
+    """A copy of the adapter whose `encode` runs the exported fp32 (or ORT-int8) graph in ONNX Runtime."""
+    import onnxruntime as ort
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "minilm-features.onnx"
+    ids = torch.ones(2, 16, dtype=torch.long)
+    mask = torch.ones(2, 16, dtype=torch.long)
+    t0 = time.perf_counter()
+    torch.onnx.export(_Features(adapter.model.eval()), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                      output_names=["features"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                                    "features": {0: "batch"}})
+    print(f"exported {path} in {time.perf_counter() - t0:.1f}s ({path.stat().st_size / 1e6:.1f} MB)", flush=True)
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        qpath = folder / "minilm-features-int8.onnx"
+        quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
+        path = qpath
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    out = copy.copy(adapter)
+    out.model_id = f"{adapter.model_id}-onnxruntime{'-int8' if int8 else ''}"
+
+    def encode(texts, progress=None):
+        feats = np.zeros((len(texts), adapter.dim), dtype=np.float32)
+        for idx, batch in adapter.batches(texts):
+            feats[idx] = session.run(None, {"input_ids": batch["input_ids"].cpu().numpy(),
+                                            "attention_mask": batch["attention_mask"].cpu().numpy()})[0]
+        return feats
+
+    out.encode = encode
+    return out
+
+
 def best_of(fn, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -52,13 +106,14 @@ def best_of(fn, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", choices=("int8", "onnx", "onnx-int8"), default="int8")
     ap.add_argument("--texts", type=int, default=1000, help="texts timed by both encoders")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--datasets", default="bbc,r8")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--strategies", default="disal,margin,random")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the throughput part")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "encoder_int8.json")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/out/encoder_<variant>.json")
     args = ap.parse_args(argv)
 
     from scipy.stats import ttest_rel
@@ -70,42 +125,46 @@ def main(argv: list[str] | None = None) -> int:
     from disal.training.adapter import HFTextAdapter
 
     torch.set_num_threads(args.threads)
+    v = args.variant
+    out_path = args.out or ROOT / "bench" / "out" / f"encoder_{v.replace('-', '_')}.json"
     fp32 = HFTextAdapter(None, num_labels=2)
-    int8 = quantized(fp32)
+    other = quantized(fp32) if v == "int8" else onnx_encoder(fp32, out_path.parent / "onnx", args.threads,
+                                                               int8=v == "onnx-int8")
     texts = text_pool(("r8", "bbc"))[0][: args.texts]
-    print(f"timing {len(texts)} texts, fp32 vs int8, best of {args.repeats}, {args.threads} threads", flush=True)
-    fp32.encode(texts[:64]), int8.encode(texts[:64])  # warm both up
-    t_fp32 = t_int8 = float("inf")
+    print(f"timing {len(texts)} texts, fp32 vs {v}, best of {args.repeats}, {args.threads} threads", flush=True)
+    fp32.encode(texts[:64]), other.encode(texts[:64])  # warm both up
+    t_fp32 = t_other = float("inf")
     for _ in range(args.repeats):  # alternate, so load on the shared machine hits both alike
         t_fp32 = min(t_fp32, best_of(lambda: fp32.encode(texts), 1))
-        t_int8 = min(t_int8, best_of(lambda: int8.encode(texts), 1))
-    a, b = fp32.encode(texts[:500]), int8.encode(texts[:500])
+        t_other = min(t_other, best_of(lambda: other.encode(texts), 1))
+    a, b = fp32.encode(texts[:500]), other.encode(texts[:500])
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    out = {"texts": len(texts), "threads": args.threads,
-           "fp32_texts_per_s": len(texts) / t_fp32, "int8_texts_per_s": len(texts) / t_int8,
-           "throughput_ratio_int8_over_fp32": t_fp32 / t_int8,
-           "cosine_fp32_int8": {"mean": float(cos.mean()), "min": float(cos.min())}, "quality": {}}
-    print(json.dumps({k: v for k, v in out.items() if k != "quality"}, indent=1), flush=True)
+    out = {"variant": v, "texts": len(texts), "threads": args.threads,
+           "fp32_texts_per_s": len(texts) / t_fp32, f"{v}_texts_per_s": len(texts) / t_other,
+           "throughput_ratio": t_fp32 / t_other, f"throughput_ratio_{v}_over_fp32": t_fp32 / t_other,
+           "cosine": {"mean": float(cos.mean()), "min": float(cos.min())},
+           "max_abs_diff": float(np.abs(a - b).max()), "quality": {}}
+    print(json.dumps({k: val for k, val in out.items() if k != "quality"}, indent=1), flush=True)
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         ds = load_dataset(name).subsample(3000, 1000, seed=0)
         res = {}
-        for label, adapter in (("fp32", fp32), ("int8", int8)):
+        for label, adapter in (("fp32", fp32), (v, other)):
             cfg = SimulationConfig(strategies=strategies, seeds=args.seeds)
-            rows = simulate(ds, cfg, None, ROOT / "bench" / "out" / f"int8-{name}-{label}", cache_dir=default_cache_dir(),
+            rows = simulate(ds, cfg, None, ROOT / "bench" / "out" / f"enc-{name}-{label}", cache_dir=default_cache_dir(),
                             adapter=adapter)
             res[label] = {e["strategy"]: e for e in summarize(rows)}
         q = {}
         for s in res["fp32"]:
-            x, y = np.array(res["int8"][s]["aulc_per_seed"]), np.array(res["fp32"][s]["aulc_per_seed"])
+            x, y = np.array(res[v][s]["aulc_per_seed"]), np.array(res["fp32"][s]["aulc_per_seed"])
             p = float(ttest_rel(x, y).pvalue) if np.any(x != y) else 1.0
-            q[s] = {"fp32": float(y.mean()), "int8": float(x.mean()), "diff": float((x - y).mean()), "p": p}
+            q[s] = {"fp32": float(y.mean()), v: float(x.mean()), "diff": float((x - y).mean()), "p": p}
         out["quality"][name] = q
         print(name, json.dumps(q, indent=1), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}", flush=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {out_path}", flush=True)
     return 0
 
 

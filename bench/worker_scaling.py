@@ -8,10 +8,16 @@ processes share one Redis; the measure is the time from the first connection unt
 serves a version, and texts encoded per second over it. The workers use one torch thread each
 (TORCH_THREADS=1), so on a machine with C cores, up to C workers can run encoders side by side.
 
-What this measures is scaling ACROSS projects: one project's first round runs in one worker (issue
-12's sharded pool encoding, which would split one large pool across workers, is not built).
+Two workloads:
+- `--projects 4` (default): scaling ACROSS projects, each first round in one worker;
+- `--projects 1 --texts 3000 --shard`: ONE large first round, its pool's encoding sharded across
+  every live worker (disal.pool_shards; SHARD_MIN_TASKS=1 so any pool shards, SHARD_SIZE from
+  `--shard-size`). With 1 worker there is nobody to share with: the job encodes alone.
+Redis's own byte counters (INFO stats) give the queue's traffic per run.
 
 Usage: .venv/bin/python bench/worker_scaling.py --workers 1,2,4 --projects 4 --texts 300
+       .venv/bin/python bench/worker_scaling.py --workers 1,2,4 --projects 1 --texts 3000 --shard \\
+           --out bench/out/worker_scaling_sharded.json
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -38,12 +45,23 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(ls: LabelStudioServer, redis: RedisServer, workers: int, projects: int, texts: list[dict], work: Path) -> dict:
+def redis_bytes(r) -> int:
+    stats = r.info("stats")
+    return int(stats["total_net_input_bytes"]) + int(stats["total_net_output_bytes"])
+
+
+def run(ls: LabelStudioServer, redis: RedisServer, workers: int, projects: int, texts: list[dict], work: Path,
+        shard_size: int | None = None) -> dict:
     import redis as redis_client
 
-    redis_client.Redis.from_url(redis.url).flushall()
+    rc = redis_client.Redis.from_url(redis.url)
+    rc.flushall()
     env = {"REDIS_URL": redis.url, "WORKERS": "0", "TORCH_THREADS": "1", "FIRST_QUEUE_SECONDS": "100000",
            "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "", "LOG_LEVEL": "INFO"}
+    if shard_size:
+        env.update({"SHARD_MIN_TASKS": "1", "SHARD_SIZE": str(shard_size)})
+    else:
+        env["SHARD_MIN_TASKS"] = str(10**9)  # scaling across projects only
     folder = work / f"w{workers}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -66,7 +84,7 @@ def run(ls: LabelStudioServer, redis: RedisServer, workers: int, projects: int, 
                 pid = c.post("/api/projects/", json={"title": f"scaling w{workers} p{p}", "label_config": cfg}).json()["id"]
                 assert c.post(f"/api/projects/{pid}/import", json=texts).status_code == 201
                 pids.append(pid)
-            t0 = time.time()
+            t0, bytes0 = time.time(), redis_bytes(rc)
             for pid in pids:
                 r = c.post("/api/ml/", json={"url": backend.url, "project": pid, "title": "DISAL"})
                 assert r.status_code == 201, r.text
@@ -80,9 +98,13 @@ def run(ls: LabelStudioServer, redis: RedisServer, workers: int, projects: int, 
                     log(f"{workers} worker(s): project {pid} served after {done[pid]:.1f}s")
             time.sleep(0.5)
         total = max(done.values())
+        logs = "".join(p.read_text(errors="replace") for p in folder.glob("*.log"))
+        shards = re.findall(r"sharded pool encoding done in \S+: (\d+) of (\d+) shards encoded by this worker", logs)
         return {"workers": workers, "projects": projects, "texts_per_project": len(texts),
                 "seconds_to_all_served": round(total, 1), "per_project_s": sorted(round(v, 1) for v in done.values()),
-                "texts_per_s": round(projects * len(texts) / total, 1)}
+                "texts_per_s": round(projects * len(texts) / total, 1),
+                "redis_bytes": redis_bytes(rc) - bytes0, "shard_size": shard_size,
+                "shards_by_the_jobs_worker": [f"{a}/{b}" for a, b in shards]}
     finally:
         for w in procs:
             w.stop()
@@ -94,14 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--projects", type=int, default=4)
     ap.add_argument("--texts", type=int, default=300)
+    ap.add_argument("--shard", action="store_true", help="shard each pool's encoding across the workers")
+    ap.add_argument("--shard-size", type=int, default=256)
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "worker_scaling")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "worker_scaling.json")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from disal.data import load_bbc
+    from disal.data import text_pool
 
-    ds = load_bbc()
-    texts = [{"text": t} for t in ds.train_texts[: args.texts]]
+    texts = [{"text": t} for t in text_pool(("bbc", "r8"))[0][: args.texts]]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     ls = LabelStudioServer(args.work / "labelstudio", free_port())
@@ -112,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for n in [int(x) for x in args.workers.split(",")]:
-            rows.append(run(ls, redis, n, args.projects, texts, args.work))
+            rows.append(run(ls, redis, n, args.projects, texts, args.work, args.shard_size if args.shard else None))
             log(json.dumps(rows[-1]))
     finally:
         redis.stop()

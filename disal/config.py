@@ -123,6 +123,9 @@ class Settings:
     retry_max_delay_s: float = 30.0  # failed jobs retry after 1, 2, 4 ... s, at most this
     train_debounce_s: float = 1.0  # a job starts once no event arrived for this long (bursts train once)
     train_debounce_max_s: float = 10.0  # ... or this long after the burst's first event
+    # sharded pool encoding (disal.pool_shards): a cold start's uncached pool, split across live workers
+    shard_min_tasks: int = 2000  # pools with fewer uncached tasks are encoded by their job's worker alone
+    shard_size: int = 256  # tasks per shard (one claim, one cache save)
     # image projects (disal.tasks.image_classification, disal.media)
     image_size: int = 128  # EfficientNet-Lite0 input side in pixels
     image_batch_size: int = 32
@@ -221,6 +224,8 @@ class Settings:
             retry_max_delay_s=_float(env, "RETRY_MAX_DELAY_S", d.retry_max_delay_s, 1.0),
             train_debounce_s=_float(env, "TRAIN_DEBOUNCE_S", d.train_debounce_s, 0.0),
             train_debounce_max_s=_float(env, "TRAIN_DEBOUNCE_MAX_S", d.train_debounce_max_s, 0.0),
+            shard_min_tasks=_int(env, "SHARD_MIN_TASKS", d.shard_min_tasks, 1),
+            shard_size=_int(env, "SHARD_SIZE", d.shard_size, 1),
             image_size=_int(env, "IMAGE_SIZE", d.image_size, 32),
             image_batch_size=_int(env, "IMAGE_BATCH_SIZE", d.image_batch_size, 1),
             image_fetch_workers=_int(env, "IMAGE_FETCH_WORKERS", d.image_fetch_workers, 1),
@@ -301,6 +306,9 @@ ENV_DOC = {
     "TRAIN_DEBOUNCE_S / TRAIN_DEBOUNCE_MAX_S": "a job starts once no event arrived for TRAIN_DEBOUNCE_S (default 1) "
                                                "or TRAIN_DEBOUNCE_MAX_S (default 10) after the first: a burst of "
                                                "events trains once, on all its labels",
+    "SHARD_MIN_TASKS / SHARD_SIZE": "a round with at least SHARD_MIN_TASKS (default 2000) uncached pool tasks, while "
+                                    "other worker processes are alive, splits their encoding into shards of "
+                                    "SHARD_SIZE (default 256) that every live worker takes (disal.pool_shards)",
     "IMAGE_SIZE": "image projects: the EfficientNet-Lite0 input side in pixels (default 128; 224 is ImageNet's, "
                   "about 3x slower on a CPU)",
     "IMAGE_BATCH_SIZE": "image projects: images per encoder batch (default 32)",

@@ -39,6 +39,7 @@ from .config import Settings
 from .job_store import JobStore, RedisJobStore, SqliteJobStore
 from .jobs import JobContext, JobRequest, Runner
 from .labelstudio import LabelStudioError
+from .pool_shards import ShardBoard, ShardHelper
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ WORKER_THREADS = 2  # jobs one worker process runs at once (for different projec
 WORKER_ALIVE_S = 15.0  # a worker whose heartbeat is older than this is reported dead
 HEARTBEAT_S = 2.0
 SWEEP_S = 3.0
+SHARD_POLL_S = 0.5  # how often a worker looks for other jobs' shard boards (disal.pool_shards)
 IDLE = {"state": "idle", "progress": {"done": 0, "total": 0}}
 
 
@@ -82,8 +84,11 @@ class JobQueue:
         self.metrics = metrics  # the worker's Metrics: published with its heartbeat for the web's /metrics
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:4]}"
         self.task = self.huey.task(name=TASK_NAME)(self._task)
+        encode_shard = getattr(runner, "encode_shard", None)  # the training job encodes other jobs' shards
+        self.shard_helper = (ShardHelper(self.store, settings.model_dir, self.worker_id, encode_shard,
+                                         self.store.lease_owner, self._shard_done) if encode_shard else None)
         self._current: dict[str, Any] = {}  # owner -> project, what this worker runs now
-        self._counts = {"jobs_run": 0, "jobs_failed": 0, "retries": 0}
+        self._counts = {"jobs_run": 0, "jobs_failed": 0, "retries": 0, "shards_encoded": 0}
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -200,7 +205,8 @@ class JobQueue:
         publisher({"state": "fetching" if request.train or request.initial else "scoring",
                    "progress": {"done": 0, "total": 0}, "note": None, "running": desc, "started": time.time()},
                   force=True)
-        ctx = JobContext(publisher, lambda: self.store.has_pending_train(pid))
+        ctx = JobContext(publisher, lambda: self.store.has_pending_train(pid),
+                         lambda **board: self.open_shards(pid, owner, **board))
         t0 = time.time()
         log.info("project %s: job started on %s: %s (%d event requests)", pid, self.worker_id, desc, len(requests))
         outcome = "ok"
@@ -234,6 +240,31 @@ class JobQueue:
                 self._current.pop(owner, None)
             self.publish_heartbeat()
         return outcome
+
+    def worker_alive(self, worker: str) -> bool:
+        info = self.store.workers().get(worker)
+        return bool(info) and time.time() - float(info.get("seen", 0)) < WORKER_ALIVE_S
+
+    def open_shards(self, pid: int, owner: str, **board: Any) -> ShardBoard | None:
+        """Post the job's pool as a shard board when other worker processes are alive to take shards."""
+        helpers = [w for w in self.workers() if w != self.worker_id and self.workers()[w]["alive"]]
+        if not helpers:
+            return None
+        out = ShardBoard.post(self.store, self.settings.model_dir, project=pid, worker=self.worker_id, owner=owner,
+                              worker_alive=self.worker_alive, **board)
+        log.info("project %s: pool encoding sharded: %d shards of up to %d on board %s, for this worker and %d "
+                 "other live worker(s)", pid, len(out.shards), board.get("size", 0), out.board, len(helpers))
+        return out
+
+    def help_with_shards(self) -> None:
+        """The shard helper's beat (a background thread of every worker process)."""
+        if self.shard_helper:
+            self.shard_helper.help()
+
+    def _shard_done(self) -> None:
+        self._count("shards_encoded")
+        if self.metrics:
+            self.metrics.shards.inc()
 
     def _debounce(self, pid: int) -> None:
         """Wait until no event arrived for TRAIN_DEBOUNCE_S (at most TRAIN_DEBOUNCE_MAX_S since the
@@ -342,6 +373,8 @@ class JobQueue:
                 log.warning("worker %s: the job store does not answer yet: %s", self.worker_id, exc)
         self.background(HEARTBEAT_S, self.publish_heartbeat, "disal-heartbeat")
         self.background(SWEEP_S, self.sweep, "disal-sweeper")
+        if self.shard_helper:
+            self.background(SHARD_POLL_S, self.help_with_shards, "disal-shards")
         consumer = self.huey.create_consumer(workers=WORKER_THREADS, worker_type="thread", periodic=False,
                                              initial_delay=0.05, max_delay=0.5, backoff=1.15,
                                              check_worker_health=True)

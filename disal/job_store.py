@@ -92,6 +92,34 @@ class JobStore:
     def workers(self) -> dict[str, dict]:
         raise NotImplementedError
 
+    # -- shard boards (disal.pool_shards): one round's pool encoding, split for every live worker --
+    def post_board(self, board: str, meta: dict, shards: int) -> None:
+        """Open a board of `shards` shards (0 .. shards-1), all unclaimed. `meta` says whose it is."""
+        raise NotImplementedError
+
+    def boards(self) -> dict[str, dict]:
+        """Every board still posted: its meta."""
+        raise NotImplementedError
+
+    def claim_shard(self, board: str, owner: str) -> int | None:
+        """Take the next unclaimed shard (atomically: one owner per shard); None when none is left."""
+        raise NotImplementedError
+
+    def finish_shard(self, board: str, index: int, result: dict) -> bool:
+        """Record a claimed shard as done; False when the board is gone (closed by its job)."""
+        raise NotImplementedError
+
+    def reopen_shard(self, board: str, index: int, owner: str) -> bool:
+        """Put a claimed shard back (its worker died), only if `owner` still holds it."""
+        raise NotImplementedError
+
+    def board_state(self, board: str) -> dict:
+        """{"open": n unclaimed, "claimed": {index: {"owner", "at"}}, "done": {index: result}}."""
+        raise NotImplementedError
+
+    def close_board(self, board: str) -> None:
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -110,6 +138,9 @@ class SqliteJobStore(JobStore):
     CREATE TABLE IF NOT EXISTS counters (project INTEGER NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
                                          PRIMARY KEY (project, name));
     CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, data TEXT NOT NULL, seen REAL NOT NULL);
+    CREATE TABLE IF NOT EXISTS boards (id TEXT PRIMARY KEY, meta TEXT NOT NULL, posted REAL NOT NULL);
+    CREATE TABLE IF NOT EXISTS shards (board TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT NULL,
+                                       owner TEXT, at REAL, result TEXT, PRIMARY KEY (board, idx));
     """
 
     def __init__(self, path: Path) -> None:
@@ -250,6 +281,54 @@ class SqliteJobStore(JobStore):
         rows = self._db().execute("SELECT id, data, seen FROM workers").fetchall()
         return {w: {**json.loads(d), "seen": s} for w, d, s in rows}
 
+    def post_board(self, board: str, meta: dict, shards: int) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO boards (id, meta, posted) VALUES (?, ?, ?)", (board, json.dumps(meta), time.time()))
+            db.executemany("INSERT INTO shards (board, idx, state) VALUES (?, ?, 'open')",
+                           [(board, i) for i in range(shards)])
+
+    def boards(self) -> dict[str, dict]:
+        return {b: json.loads(m) for b, m in self._db().execute("SELECT id, meta FROM boards").fetchall()}
+
+    def claim_shard(self, board: str, owner: str) -> int | None:
+        with self._tx() as db:
+            row = db.execute("SELECT idx FROM shards WHERE board=? AND state='open' ORDER BY idx LIMIT 1",
+                             (board,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE shards SET state='claimed', owner=?, at=? WHERE board=? AND idx=?",
+                       (owner, time.time(), board, row[0]))
+            return int(row[0])
+
+    def finish_shard(self, board: str, index: int, result: dict) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE shards SET state='done', result=? WHERE board=? AND idx=?",
+                             (json.dumps(result), board, index))
+            return cur.rowcount == 1
+
+    def reopen_shard(self, board: str, index: int, owner: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE shards SET state='open', owner=NULL, at=NULL WHERE board=? AND idx=? "
+                             "AND state='claimed' AND owner=?", (board, index, owner))
+            return cur.rowcount == 1
+
+    def board_state(self, board: str) -> dict:
+        rows = self._db().execute("SELECT idx, state, owner, at, result FROM shards WHERE board=?", (board,)).fetchall()
+        out: dict = {"open": 0, "claimed": {}, "done": {}}
+        for idx, state, owner, at, result in rows:
+            if state == "open":
+                out["open"] += 1
+            elif state == "claimed":
+                out["claimed"][int(idx)] = {"owner": owner, "at": at}
+            else:
+                out["done"][int(idx)] = json.loads(result)
+        return out
+
+    def close_board(self, board: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM shards WHERE board=?", (board,))
+            db.execute("DELETE FROM boards WHERE id=?", (board,))
+
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
@@ -290,6 +369,26 @@ redis.call('SADD', KEYS[4], ARGV[2])
 if waiting > 0 or busy == 1 then return 1 end
 return 0
 """
+_CLAIM_SHARD = """
+local i = redis.call('LPOP', KEYS[1])
+if not i then return false end
+redis.call('HSET', KEYS[2], i, ARGV[1])
+return i
+"""
+_FINISH_SHARD = """
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+_REOPEN_SHARD = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if not held or cjson.decode(held)['owner'] ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+BOARD_TTL_S = 86400  # a board whose job died and was never closed disappears after a day
 
 
 class RedisJobStore(JobStore):
@@ -305,6 +404,9 @@ class RedisJobStore(JobStore):
         self.p = prefix
         self._claim, self._renew = self.r.register_script(_CLAIM), self.r.register_script(_RENEW)
         self._finish, self._add = self.r.register_script(_FINISH), self.r.register_script(_ADD)
+        self._claim_shard = self.r.register_script(_CLAIM_SHARD)
+        self._finish_shard = self.r.register_script(_FINISH_SHARD)
+        self._reopen_shard = self.r.register_script(_REOPEN_SHARD)
 
     def _k(self, kind: str, project: int | None = None) -> str:
         return f"{self.p}:{kind}" if project is None else f"{self.p}:{kind}:{project}"
@@ -381,6 +483,59 @@ class RedisJobStore(JobStore):
 
     def workers(self) -> dict[str, dict]:
         return {w: json.loads(d) for w, d in self.r.hgetall(self._k("workers")).items()}
+
+    def _board_keys(self, board: str) -> tuple[str, str, str]:
+        return tuple(f"{self.p}:board:{board}:{part}" for part in ("open", "claimed", "done"))  # type: ignore
+
+    def post_board(self, board: str, meta: dict, shards: int) -> None:
+        open_, claimed, done = self._board_keys(board)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(open_, claimed, done)
+        if shards:
+            pipe.rpush(open_, *range(shards))
+        pipe.hset(claimed, "-", "{}")  # keeps the hash alive while nothing is claimed (its TTL ends it)
+        pipe.hset(self._k("boards"), board, json.dumps({**meta, "posted": time.time()}))
+        for key in (open_, claimed, done):
+            pipe.expire(key, BOARD_TTL_S)
+        pipe.execute()
+
+    def boards(self) -> dict[str, dict]:
+        out = {}
+        for board, meta in self.r.hgetall(self._k("boards")).items():
+            meta = json.loads(meta)
+            if time.time() - float(meta.get("posted", 0)) > BOARD_TTL_S:
+                self.close_board(board)
+                continue
+            out[board] = meta
+        return out
+
+    def claim_shard(self, board: str, owner: str) -> int | None:
+        open_, claimed, _ = self._board_keys(board)
+        i = self._claim_shard(keys=[open_, claimed], args=[json.dumps({"owner": owner, "at": time.time()})])
+        return None if i is None else int(i)
+
+    def finish_shard(self, board: str, index: int, result: dict) -> bool:
+        _, claimed, done = self._board_keys(board)
+        return bool(self._finish_shard(keys=[claimed, done, self._k("boards")],
+                                       args=[index, json.dumps(result), board]))
+
+    def reopen_shard(self, board: str, index: int, owner: str) -> bool:
+        open_, claimed, _ = self._board_keys(board)
+        return bool(self._reopen_shard(keys=[claimed, open_], args=[index, owner]))
+
+    def board_state(self, board: str) -> dict:
+        open_, claimed, done = self._board_keys(board)
+        pipe = self.r.pipeline()
+        pipe.llen(open_), pipe.hgetall(claimed), pipe.hgetall(done)
+        n_open, held, finished = pipe.execute()
+        return {"open": int(n_open), "claimed": {int(i): json.loads(v) for i, v in held.items() if i != "-"},
+                "done": {int(i): json.loads(v) for i, v in finished.items()}}
+
+    def close_board(self, board: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(*self._board_keys(board))
+        pipe.hdel(self._k("boards"), board)
+        pipe.execute()
 
     def close(self) -> None:
         self.r.close()

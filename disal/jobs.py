@@ -88,9 +88,11 @@ class JobContext:
     waits behind this job.
     """
 
-    def __init__(self, update: Callable[[dict], None], train_pending: Callable[[], bool]) -> None:
+    def __init__(self, update: Callable[[dict], None], train_pending: Callable[[], bool],
+                 open_shards: Callable[..., Any] | None = None) -> None:
         self._update = update
         self._train_pending = train_pending
+        self._open_shards = open_shards
 
     def set_state(self, state: str, done: int = 0, total: int = 0, note: str | None = None) -> None:
         if state not in STATES:
@@ -115,6 +117,11 @@ class JobContext:
         of after the whole pool is encoded (the cache persists per task id; encoding resumes there).
         """
         return self._train_pending()
+
+    def open_shards(self, **board: Any) -> Any:
+        """A posted disal.pool_shards.ShardBoard for this job's pool, or None when no other worker
+        process is alive to take shards (in-process jobs, a lone worker): then the job encodes alone."""
+        return self._open_shards(**board) if self._open_shards else None
 
 
 Runner = Callable[[int, JobRequest, JobContext], dict]

@@ -38,6 +38,8 @@ class Metrics:
                                      registry=r)
         self.skipped_inputs = Counter("disal_skipped_inputs", "Tasks skipped because their input (an image) could "
                                       "not be read or decoded", ["project"], registry=r)
+        self.shards = Counter("disal_pool_shards", "Pool shards this worker encoded for another worker's job "
+                              "(disal.pool_shards)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

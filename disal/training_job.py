@@ -24,11 +24,12 @@ sort last, and /health says the queue is partial.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import httpx
 import numpy as np
@@ -41,6 +42,7 @@ from .learning_curve import LearningCurve, loo_accuracy
 from .metrics import Metrics
 from .queue import predictions_for, priorities_from_selection, priority_from_reference, top_of_queue
 from .media import MediaFetcher
+from .pool_shards import Shard, encode_sharded
 from .state import ModelVersion, ProjectStore
 from .strategies import BADGE, CoreSet, DisalBatch, EmptyPoolError, make_strategy
 from .strategies.diversity import badge_embedding_norms_and_gram_factors, badge_sq_dists, sq_dists_to_nearest
@@ -539,73 +541,144 @@ class TrainingJob:
                  "encoding, then at x%g more", round_.project_id, int(have.sum()), len(pool_ids), len(todo),
                  budget, s.refine_growth)
         t_start = last_log = time.time()
-        pos, encoded_here, next_at = 0, 0, 0
+        received, encoded_here, next_at = 0, 0, 0
         pushed: list[str] = []
         warnings: list[str] = []
-        while pos < len(todo):
-            n_have = int(have.sum())
-            elapsed = time.time() - t_start
-            rate = encoded_here / elapsed if encoded_here and elapsed > 0 else None
-            if pushed and encoded_here and elapsed >= s.first_queue_seconds and ctx.train_pending():
-                # no push of our own first: the waiting retrain pushes over everything cached at once
+
+        def progress_base() -> int:
+            return n_lab + int(have.sum())
+
+        # 4 batches (~4-8 s on 2 cores): the granularity of the first push and of handing over
+        chunks = self.encode_chunks(round_.project_id, ctx, io, round_.spec, pool_ids, pool_texts, todo, 4 * bs,
+                                    progress_base, total)
+        # a sharded pool's board is closed on every way out: helpers stop after their current shard
+        with contextlib.closing(chunks):
+            version = None
+            while received < len(todo):
+                n_have = int(have.sum())
+                elapsed = time.time() - t_start
+                rate = encoded_here / elapsed if encoded_here and elapsed > 0 else None
+                if pushed and encoded_here and elapsed >= s.first_queue_seconds and ctx.train_pending():
+                    # no push of our own first: the waiting retrain pushes over everything cached at once
+                    enc.cache.save()
+                    log.info("project %s: a retrain is waiting: stopping after %d partial push(es) at %d/%d tasks "
+                             "encoded; it goes on from the %d cached pool features", round_.project_id, len(pushed),
+                             n_lab + n_have, total, n_have)
+                    return version, warnings, {"partial": version.meta["partial"], "pushes": pushed,
+                                               "handed_over": True, "encoded": n_lab + n_have}
+                if not pushed:
+                    # skip a partial push the rest of the pool would make obsolete within a quarter of the budget
+                    left_s = (len(todo) - received) / rate if rate else float("inf")
+                    due = n_have > 0 and elapsed >= budget and not (budget > 0 and left_s < budget / 4)
+                else:
+                    due = n_have >= next_at
+                if due:
+                    enc.cache.save()  # a crash or a restart resumes from here (the cache persists per task id)
+                    sel = np.flatnonzero(have)
+                    partial = {"encoded": n_lab + n_have, "total": total}
+                    version, w = round_.publish([pool_ids[i] for i in sel], pool_feats[sel], partial)
+                    warnings += w
+                    pushed.append(version.name)
+                    next_at = int(np.ceil(n_have * s.refine_growth))
+                    log.info("project %s: partial queue %s pushed over %d/%d tasks after %.1fs of encoding "
+                             "(%s %s/s); next push at %d encoded", round_.project_id, version.name, n_lab + n_have,
+                             total, time.time() - t_start, f"{rate:.0f}" if rate else "-", unit,
+                             n_lab + min(next_at, len(pool_ids)))
+                ctx.set_state("encoding", n_lab + n_have, total, note=partial_note(n_lab + n_have, total) if pushed
+                              else f"encoding {total:,} {unit}; first queue after {budget:.0f}s of encoding")
+                t0 = time.time()
+                chunk, res = next(chunks)
+                received += len(chunk)
+                self._observe("encode", t0)
+                ok = res.ok()
+                if res.failed:
+                    log_skipped(round_.project_id, "unlabeled", [pool_ids[i] for i in chunk], res.failed,
+                                round_.skipped, self.metrics)
+                    bad[chunk[~ok]] = True
+                pool_feats[chunk[ok]], have[chunk[ok]] = res.features[ok], True
+                encoded_here += len(chunk)
+                ctx.progress(n_lab + int(have.sum()), total)
+                if time.time() - last_log > 10:
+                    last_log = time.time()
+                    log.info("project %s: encoding: %d/%d tasks (%.0f %s/s, %d skipped)", round_.project_id,
+                             n_lab + int(have.sum()), total, encoded_here / max(last_log - t_start, 1e-9), unit,
+                             int(bad.sum()))
+            if encoded_here:
                 enc.cache.save()
-                log.info("project %s: a retrain is waiting: stopping after %d partial push(es) at %d/%d tasks "
-                         "encoded; it goes on from the %d cached pool features", round_.project_id, len(pushed),
-                         n_lab + n_have, total, n_have)
-                return version, warnings, {"partial": version.meta["partial"], "pushes": pushed,
-                                           "handed_over": True, "encoded": n_lab + n_have}
-            if not pushed:
-                # skip a partial push the rest of the pool would make obsolete within a quarter of the budget
-                left_s = (len(todo) - pos) / rate if rate else float("inf")
-                due = n_have > 0 and elapsed >= budget and not (budget > 0 and left_s < budget / 4)
-            else:
-                due = n_have >= next_at
-            if due:
-                enc.cache.save()  # a crash or a restart resumes from here (the cache persists per task id)
-                sel = np.flatnonzero(have)
-                partial = {"encoded": n_lab + n_have, "total": total}
-                version, w = round_.publish([pool_ids[i] for i in sel], pool_feats[sel], partial)
-                warnings += w
-                pushed.append(version.name)
-                next_at = int(np.ceil(n_have * s.refine_growth))
-                log.info("project %s: partial queue %s pushed over %d/%d tasks after %.1fs of encoding "
-                         "(%s %s/s); next push at %d encoded", round_.project_id, version.name, n_lab + n_have,
-                         total, time.time() - t_start, f"{rate:.0f}" if rate else "-", unit,
-                         n_lab + min(next_at, len(pool_ids)))
-            ctx.set_state("encoding", n_lab + n_have, total, note=partial_note(n_lab + n_have, total) if pushed
-                          else f"encoding {total:,} {unit}; first queue after {budget:.0f}s of encoding")
-            # 4 batches (~4-8 s on 2 cores): the granularity of the first push and of handing over
-            size = 4 * bs
-            chunk = todo[pos: pos + size]
-            pos += len(chunk)
-            t0 = time.time()
-            base = n_lab + n_have
-            res = io.encode([pool_ids[i] for i in chunk], [pool_texts[i] for i in chunk], save=False,
-                            log_summary=False, progress=lambda d, _n: ctx.progress(base + d, total))
-            self._observe("encode", t0)
-            ok = res.ok()
-            if res.failed:
-                log_skipped(round_.project_id, "unlabeled", [pool_ids[i] for i in chunk], res.failed, round_.skipped,
-                            self.metrics)
-                bad[chunk[~ok]] = True
-            pool_feats[chunk[ok]], have[chunk[ok]] = res.features[ok], True
-            encoded_here += len(chunk)
-            if time.time() - last_log > 10:
-                last_log = time.time()
-                log.info("project %s: encoding: %d/%d tasks (%.0f %s/s, %d skipped)", round_.project_id,
-                         n_lab + int(have.sum()), total, encoded_here / max(last_log - t_start, 1e-9), unit,
+                log.info("project %s: encoded %d %s in %.1fs (%.0f %s/s), %d skipped", round_.project_id, encoded_here,
+                         unit, time.time() - t_start, encoded_here / max(time.time() - t_start, 1e-9), unit,
                          int(bad.sum()))
-        if encoded_here:
-            enc.cache.save()
-            log.info("project %s: encoded %d %s in %.1fs (%.0f %s/s), %d skipped", round_.project_id, encoded_here,
-                     unit, time.time() - t_start, encoded_here / max(time.time() - t_start, 1e-9), unit,
-                     int(bad.sum()))
-        keep = np.flatnonzero(~bad)
-        if not len(keep) and bad.any() and not round_.lab_ids:
-            raise nothing_readable(io, int(bad.sum()), round_.skipped)
-        version, w = round_.publish([pool_ids[i] for i in keep], pool_feats[keep], None)
-        pushed.append(version.name)
-        return version, warnings + w, ({"pushes": pushed} if len(pushed) > 1 else {})
+            keep = np.flatnonzero(~bad)
+            if not len(keep) and bad.any() and not round_.lab_ids:
+                raise nothing_readable(io, int(bad.sum()), round_.skipped)
+            version, w = round_.publish([pool_ids[i] for i in keep], pool_feats[keep], None)
+            pushed.append(version.name)
+            return version, warnings + w, ({"pushes": pushed} if len(pushed) > 1 else {})
+
+    # -- encoding a pool, alone or sharded across workers (disal.pool_shards) --------------------------
+    def encode_chunks(self, project_id: int, ctx: JobContext, io: TaskIO, spec: LabelSpec, ids: Sequence[int],
+                      inputs: Sequence, order: np.ndarray, size: int, progress_base: Callable[[], int],
+                      total: int) -> Iterator[tuple[np.ndarray, Encoded]]:
+        """Yield (positions, Encoded) until every position in `order` is encoded.
+
+        With at least SHARD_MIN_TASKS positions and other live worker processes, the positions go on
+        a shard board that every worker takes from (this job's worker too); otherwise this job
+        encodes them alone, `size` at a time. Either way the features are the same encoder's."""
+        s = self.settings
+
+        def encode_here(chunk: np.ndarray) -> Encoded:
+            base = progress_base()
+            return io.encode([ids[i] for i in chunk], [inputs[i] for i in chunk], save=False, log_summary=False,
+                             progress=lambda d, _n: ctx.progress(base + d, total))
+
+        board = None
+        if len(order) >= s.shard_min_tasks:
+            try:
+                board = ctx.open_shards(spec=spec.as_dict(), task_ids=ids, inputs=inputs, order=order,
+                                        size=s.shard_size)
+            except Exception as exc:  # noqa: BLE001 - the store is down: this job encodes alone, and says so
+                log.warning("project %s: could not share the pool's encoding with other workers (%s: %s): "
+                            "encoding all %d here", project_id, type(exc).__name__, exc, len(order))
+        if board is None:
+            for pos in range(0, len(order), size):
+                chunk = order[pos: pos + size]
+                yield chunk, encode_here(chunk)
+            return
+        yield from encode_sharded(board, encode_here,
+                                  lambda chunk, failed: self._gathered(project_id, io, ids, inputs, chunk, failed))
+
+    def _gathered(self, project_id: int, io: TaskIO, ids: Sequence[int], inputs: Sequence, chunk: np.ndarray,
+                  failed: dict[int, str]) -> Encoded:
+        """A shard another worker encoded: its features, read back from the shared feature cache."""
+        sid = [ids[i] for i in chunk]
+        sin = [inputs[i] for i in chunk]
+        found, missing = io.encoder.lookup(sid, sin)
+        feats = np.zeros((len(chunk), io.encoder.dim), dtype=np.float32)
+        for k, tid in enumerate(sid):
+            if tid in found:
+                feats[k] = found[tid]
+        lost = [k for k in missing if k not in failed]
+        if lost:
+            log.warning("project %s: %d of a shard's %d features are not in the shared feature cache (is "
+                        "MODEL_DIR shared by every worker?): encoding them here", project_id, len(lost), len(sid))
+            res = io.encode([sid[k] for k in lost], [sin[k] for k in lost], save=False, log_summary=False)
+            for j, k in enumerate(lost):
+                if j in res.failed:
+                    failed[k] = res.failed[j]
+                else:
+                    feats[k] = res.features[j]
+        return Encoded(feats, dict(failed))
+
+    def encode_shard(self, shard: Shard) -> dict[int, str]:
+        """A worker's part of another job's pool (disal.pool_shards.ShardHelper): encode the shard
+        into the shared feature cache; return the positions that could not be read, with why."""
+        spec = LabelSpec.from_dict(shard.meta["spec"])
+        ls = self.client_for(int(shard.meta["project"])) if module_for(spec.task_type).reads_media else None
+        io = self.task_io(spec, ls)
+        t0 = time.time()
+        res = io.encode(shard.task_ids, shard.inputs, save=True, log_summary=False)
+        self._observe("encode", t0)
+        return dict(res.failed)
 
     # -- push ------------------------------------------------------------------------------------
     def push(self, project_id: int, ctx: JobContext, store: ProjectStore, ls: LabelStudioClient,
@@ -705,11 +778,22 @@ class TrainingJob:
                 log.warning("project %s: new %s: not scored", project_id, exc)
         t0 = time.time()
         if keep:
-            res = io.encode(keep, texts, progress=ctx.progress)
-            ok = res.ok()
-            if res.failed:
-                log_skipped(project_id, "new", keep, res.failed, [], self.metrics)
-            keep, feats = [t for t, k in zip(keep, ok) if k], res.features[ok]
+            # one chunk when this worker encodes alone; shards for every live worker on a large import
+            feats = np.zeros((len(keep), io.encoder.dim), dtype=np.float32)
+            ok = np.zeros(len(keep), dtype=bool)
+            failed: dict[int, str] = {}
+            done = [0]
+            for chunk, res in self.encode_chunks(project_id, ctx, io, version.spec, keep, texts,
+                                                 np.arange(len(keep)), len(keep), lambda: done[0], len(keep)):
+                good = res.ok()
+                feats[chunk[good]], ok[chunk[good]] = res.features[good], True
+                failed.update({int(chunk[k]): why for k, why in res.failed.items()})
+                done[0] += len(chunk)
+                ctx.progress(done[0], len(keep))
+            io.encoder.cache.save()
+            if failed:
+                log_skipped(project_id, "new", keep, failed, [], self.metrics)
+            keep, feats = [t for t, k in zip(keep, ok) if k], feats[ok]
         if not keep:
             return {"outcome": "no scorable tasks", "tasks": 0}
         priorities, probs = self.place(version, keep, feats)

@@ -129,3 +129,43 @@ def test_concurrent_adds_and_claims_lose_and_duplicate_nothing(store):
     for th in claimers:
         th.join(60)
     assert sorted(claimed) == sorted(f"{t}-{i}" for t in range(8) for i in range(40))
+
+
+# -- shard boards (disal.pool_shards) -----------------------------------------------------------
+def test_a_board_hands_each_shard_to_exactly_one_claimer(store):
+    store.post_board("b1", {"project": 7, "worker": "w1", "owner": "w1:t"}, 40)
+    assert store.boards()["b1"]["project"] == 7
+    got: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def take(owner: str) -> None:
+        while (i := store.claim_shard("b1", owner)) is not None:
+            with lock:
+                got.append((owner, i))
+            assert store.finish_shard("b1", i, {"failed": {}, "by": owner})
+
+    threads = [threading.Thread(target=take, args=(f"w{k}",)) for k in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(i for _, i in got) == list(range(40))  # none lost, none twice
+    state = store.board_state("b1")
+    assert state["open"] == 0 and state["claimed"] == {} and sorted(state["done"]) == list(range(40))
+    assert {state["done"][i]["by"] for i in state["done"]} == {o for o, _ in got}
+
+
+def test_a_dead_workers_shard_is_reopened_only_by_its_owner_and_a_closed_board_takes_nothing(store):
+    store.post_board("b2", {"project": 7}, 3)
+    assert store.claim_shard("b2", "dead:shards") == 0
+    assert store.board_state("b2")["claimed"][0]["owner"] == "dead:shards"
+    assert not store.reopen_shard("b2", 0, "someone-else")
+    assert store.reopen_shard("b2", 0, "dead:shards")
+    assert store.board_state("b2")["open"] == 3
+    claimed = [store.claim_shard("b2", "w2") for _ in range(3)]
+    assert sorted(claimed) == [0, 1, 2] and store.claim_shard("b2", "w2") is None
+    assert store.finish_shard("b2", 1, {"failed": {"3": "a 404"}})
+    assert store.board_state("b2")["done"] == {1: {"failed": {"3": "a 404"}}}
+    store.close_board("b2")
+    assert "b2" not in store.boards()
+    assert not store.finish_shard("b2", 2, {"failed": {}})  # the job closed it: a late helper changes nothing
+    assert store.claim_shard("b2", "w3") is None
+    assert store.board_state("b2") == {"open": 0, "claimed": {}, "done": {}}
