@@ -511,6 +511,7 @@ class DisalModel:
         out = {"status": "UP", "model_class": type(self).__name__, "strategy": self.settings.strategy,
                 "encoder": self.encoder.model_id,
                 "encoders": {t: e.model_id for t, e in self.encoders.built().items()},
+                "encoder_runtime": self.job.encoder_runtime(),
                 "train_mode": self.settings.train_mode, "warm_start": self.settings.warm_start,
                 "uptime_s": round(time.time() - self.started, 1),
                 "projects": projects}

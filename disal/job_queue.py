@@ -247,7 +247,7 @@ class JobQueue:
 
     def open_shards(self, pid: int, owner: str, **board: Any) -> ShardBoard | None:
         """Post the job's pool as a shard board when other worker processes are alive to take shards."""
-        helpers = [w for w in self.workers() if w != self.worker_id and self.workers()[w]["alive"]]
+        helpers = [w for w, info in self.workers().items() if w != self.worker_id and info["alive"]]
         if not helpers:
             return None
         out = ShardBoard.post(self.store, self.settings.model_dir, project=pid, worker=self.worker_id, owner=owner,
@@ -331,6 +331,9 @@ class JobQueue:
         with self._lock:
             info = {"host": socket.gethostname(), "pid": os.getpid(), "running": sorted(set(self._current.values())),
                     **self._counts}
+        runtime = getattr(self.runner, "encoder_runtime", None)
+        if callable(runtime):
+            info["encoder_runtime"] = runtime()
         if self.metrics:
             info["metrics"] = snapshot(self.metrics.registry)
         self.store.heartbeat(self.worker_id, info)

@@ -34,6 +34,7 @@ from .job_store import JobStore
 log = logging.getLogger(__name__)
 
 WAIT_S = 0.2  # how often a job waiting for other workers' shards looks at the board
+STALE_CLAIM_S = 600.0  # a shard claimed this long ago by a live but silent worker is handed out again
 
 
 def board_dir(model_dir: Path, board: str) -> Path:
@@ -103,10 +104,16 @@ class ShardBoard:
             self.taken.add(i)
         for i, claim in state["claimed"].items():
             worker = str(claim.get("owner", "")).rsplit(":", 1)[0]
-            if claim.get("owner") != self.owner and not self.worker_alive(worker):
-                if self.store.reopen_shard(self.board, i, claim["owner"]):
-                    log.warning("shard board %s: shard %d was held by %s, which stopped: reopened", self.board, i,
-                                claim["owner"])
+            if claim.get("owner") == self.owner:
+                continue
+            why = None
+            if not self.worker_alive(worker):
+                why = "which stopped"
+            elif time.time() - float(claim.get("at") or 0) > STALE_CLAIM_S:
+                why = f"which has not finished it in {STALE_CLAIM_S:.0f}s"
+            if why and self.store.reopen_shard(self.board, i, claim["owner"]):
+                log.warning("shard board %s: shard %d was held by %s, %s: reopened", self.board, i, claim["owner"],
+                            why)
         return new, len(self.taken) >= len(self.shards)
 
     def close(self) -> None:
@@ -160,12 +167,13 @@ class ShardHelper:
         self.lease_owner = lease_owner
         self.on_shard = on_shard  # counts each shard as it is done (/health, /metrics)
         self.encoded = 0
+        self.given_up: set[str] = set()  # boards this process failed to encode a shard of: left to others
 
     def help(self) -> int:
         """Encode shards of every open board not posted by this process; returns how many."""
         done = 0
         for board, meta in self.store.boards().items():
-            if meta.get("worker") == self.worker_id:
+            if meta.get("worker") == self.worker_id or board in self.given_up:
                 continue  # our own job encodes its shards in its own thread
             if self.lease_owner(int(meta["project"])) != meta.get("owner"):
                 # its job died (its lease ran out) or finished without closing it: nobody gathers the results
@@ -181,7 +189,15 @@ class ShardHelper:
                 except FileNotFoundError:
                     break  # the job closed the board meanwhile
                 shard = Shard(board, i, meta, [int(t) for t in data["ids"]], data["inputs"])
-                failed = self.encode(shard)
+                try:
+                    failed = self.encode(shard)
+                except Exception as exc:  # noqa: BLE001 - hand the shard back: the job (or another worker) takes it
+                    self.store.reopen_shard(board, i, owner)
+                    self.given_up.add(board)
+                    log.error("shard board %s (project %s): this worker could not encode shard %d (%s: %s); handed "
+                              "back, and this board is left to the other workers", board, meta["project"], i + 1,
+                              type(exc).__name__, exc)
+                    break
                 kept = self.store.finish_shard(board, i, {"failed": {str(k): v for k, v in failed.items()},
                                                           "by": owner})
                 done += 1

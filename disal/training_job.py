@@ -231,6 +231,10 @@ class TrainingJob:
         # moment, so head computations on a served version take turns (each takes milliseconds)
         self._head_lock = threading.Lock()
 
+    def encoder_runtime(self) -> dict[str, str | None]:
+        """What computes each loaded encoder's features (ONNX Runtime or torch, and why), for /health."""
+        return {t: getattr(e, "runtime", None) for t, e in self.encoders.built().items()}
+
     def warm_up(self) -> None:
         """Load the encoder and torch's optimizer machinery before the first event arrives.
 

@@ -56,6 +56,7 @@ class FeatureEncoder(ABC):
     model_id: str
     cache: FeatureCache
     unit: ClassVar[str] = "inputs"  # what log lines count ("texts", "images")
+    runtime: str | None = None  # what computes the features once loaded ("onnxruntime", "torch (why)"): /health
 
     @property
     @abstractmethod

@@ -122,6 +122,7 @@ class ImageEncoder(FeatureEncoder):
                     self._model = EfficientNetLiteEncoder(self.image_size, batch_size=self.settings.image_batch_size,
                                                           device=self.settings.device)
                 log.info("image encoder %s loaded in %.1fs (dim %d)", self.model_id, time.time() - t0, self._model.dim)
+                self.runtime = "torch"  # EfficientNet-Lite0 (ONNX Runtime is measured for the text encoder only)
             return self._model
 
     @property

