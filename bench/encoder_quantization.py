@@ -14,7 +14,8 @@ variant, on the same texts, in one run:
    variant - fp32 across seeds (t-test). Adopt a variant only if that difference is within noise and
    throughput rises.
 
-The ONNX variants need `make install-bench` (onnxruntime, onnx, onnxscript: benchmark-only).
+The ONNX variants use the service's own onnxruntime and onnx (requirements.txt): the fp32 one is what
+the backend runs by default since this measurement (disal/training/onnx_features.py).
 
 Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/encoder_quantization.py --variant onnx --texts 1000 \\
            --seeds 5 --out bench/out/encoder_onnx.json
