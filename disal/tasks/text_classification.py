@@ -46,16 +46,17 @@ class TextEncoder(FeatureEncoder):
             if self._adapter is None:
                 t0 = time.time()
                 if self._factory is not None:
-                    self._adapter = self._factory()
+                    adapter = self._factory()
                 else:
                     from ..training.adapter import HFTextAdapter
 
-                    self._adapter = HFTextAdapter(self.settings.model_name, num_labels=2,
-                                                  max_length=self.settings.max_length,
-                                                  batch_size=self.settings.encode_batch_size,
-                                                  device=self.settings.device)
-                log.info("encoder %s loaded in %.1fs (dim %d)", self.model_id, time.time() - t0, self._adapter.dim)
-                self._features = self._feature_runtime(self._adapter)
+                    adapter = HFTextAdapter(self.settings.model_name, num_labels=2,
+                                            max_length=self.settings.max_length,
+                                            batch_size=self.settings.encode_batch_size, device=self.settings.device)
+                log.info("encoder %s loaded in %.1fs (dim %d)", self.model_id, time.time() - t0, adapter.dim)
+                # both or neither: ENCODER_RUNTIME=onnx that cannot load fails this load, and the next tries again
+                self._features = self._feature_runtime(adapter)
+                self._adapter = adapter
             return self._adapter
 
     def _feature_runtime(self, adapter):
