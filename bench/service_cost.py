@@ -26,6 +26,8 @@ from train, score and push.
 Usage: .venv/bin/python bench/service_cost.py --pools 1000,10000 --rounds 3 --out bench/out/service_cost.json
        .venv/bin/python bench/service_cost.py --task image --pools 1000 --rounds 3 --out bench/out/image_cost.json
        .venv/bin/python bench/service_cost.py --pools 1000,10000 --first-queue --out bench/out/first_queue.json
+       .venv/bin/python bench/service_cost.py --pools 1000,10000 --rounds 3 --no-latency --env TRAIN_MODE=mlp \\
+           --out bench/out/service_cost_mlp.json   # a regime's train/score seconds per round
 """
 
 from __future__ import annotations
@@ -470,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure only the first round: time to first queue, refined pushes, annotations during it")
     ap.add_argument("--task", choices=("text", "image"), default="text",
                     help="the project type: text (R8+BBC texts) or image (MNIST PNGs uploaded to Label Studio)")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="a backend setting for every pool, e.g. --env TRAIN_MODE=mlp (repeatable)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "service")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "service_cost.json")
     args = ap.parse_args(argv)
@@ -477,17 +481,21 @@ def main(argv: list[str] | None = None) -> int:
     # (own process groups) are stopped too, never left running
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pools = [int(p) for p in args.pools.split(",") if p.strip()]
+    bad = [e for e in args.env if "=" not in e]
+    if bad:
+        ap.error(f"--env wants KEY=VALUE, got {bad}")
+    backend_env = dict(e.split("=", 1) for e in args.env)
     TO_NAME["name"] = args.task
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     ls = LabelStudioServer(args.work / "labelstudio", free_port())
     log(f"starting Label Studio on {ls.url} (fresh data dir: migrations take ~40 s)")
     ls.start()
-    results = {"machine": {"cpus": os.cpu_count()}, "pools": []}
+    results = {"machine": {"cpus": os.cpu_count()}, "env": backend_env, "pools": []}
     try:
         for n in pools:
             results["pools"].append(measure_pool(ls, n, args.rounds, args.work, latency=not args.no_latency,
-                                                 feature_cache=args.feature_cache,
+                                                 backend_env=backend_env, feature_cache=args.feature_cache,
                                                  first_queue_only=args.first_queue, task=args.task))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
