@@ -46,53 +46,27 @@ def quantized(adapter):
     return q
 
 
-class _Features(torch.nn.Module):
-    """What the backend caches per text: the encoder's mean-pooled last hidden state."""
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model.features(input_ids=input_ids, attention_mask=attention_mask)
-
-
 def onnx_encoder(adapter, folder: Path, threads: int, int8: bool = False):
-    """A copy of the adapter whose `encode` runs the exported fp32 (or ORT-int8) graph in ONNX Runtime."""
-    import onnxruntime as ort
+    """A copy of the adapter whose `encode` is the service's ONNX Runtime path
+    (disal.training.onnx_features: the same export and session), or that graph after ONNX Runtime's
+    dynamic int8 quantization."""
+    from disal.training.onnx_features import OnnxTextFeatures, export, graph_path
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "minilm-features.onnx"
-    ids = torch.ones(2, 16, dtype=torch.long)
-    mask = torch.ones(2, 16, dtype=torch.long)
     t0 = time.perf_counter()
-    torch.onnx.export(_Features(adapter.model.eval()), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                      output_names=["features"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                                    "features": {0: "batch"}})
+    path = graph_path(folder, adapter.model_id, adapter.model)
+    if not path.exists():
+        export(adapter.model, path)
     print(f"exported {path} in {time.perf_counter() - t0:.1f}s ({path.stat().st_size / 1e6:.1f} MB)", flush=True)
+    graph = None
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        qpath = folder / "minilm-features-int8.onnx"
-        quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
-        path = qpath
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        graph = path.with_name(path.stem + "-int8.onnx")
+        quantize_dynamic(str(path), str(graph), weight_type=QuantType.QInt8)
+    features = OnnxTextFeatures(adapter, folder, threads, graph=graph)
     out = copy.copy(adapter)
     out.model_id = f"{adapter.model_id}-onnxruntime{'-int8' if int8 else ''}"
-
-    def encode(texts, progress=None):
-        feats = np.zeros((len(texts), adapter.dim), dtype=np.float32)
-        for idx, batch in adapter.batches(texts):
-            feats[idx] = session.run(None, {"input_ids": batch["input_ids"].cpu().numpy(),
-                                            "attention_mask": batch["attention_mask"].cpu().numpy()})[0]
-        return feats
-
-    out.encode = encode
+    out.encode = lambda texts, progress=None: features.encode(texts)
     return out
 
 

@@ -242,8 +242,7 @@ class JobQueue:
         return outcome
 
     def worker_alive(self, worker: str) -> bool:
-        info = self.store.workers().get(worker)
-        return bool(info) and time.time() - float(info.get("seen", 0)) < WORKER_ALIVE_S
+        return bool(self.workers().get(worker, {}).get("alive"))
 
     def open_shards(self, pid: int, owner: str, **board: Any) -> ShardBoard | None:
         """Post the job's pool as a shard board when other worker processes are alive to take shards."""

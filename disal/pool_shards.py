@@ -41,6 +41,14 @@ def board_dir(model_dir: Path, board: str) -> Path:
     return Path(model_dir) / "shards" / board
 
 
+def remove_board(store: JobStore, model_dir: Path, board: str) -> None:
+    """Close the board in the store and delete its input files (the cached features stay)."""
+    try:
+        store.close_board(board)
+    finally:
+        shutil.rmtree(board_dir(model_dir, board), ignore_errors=True)
+
+
 @dataclass
 class Shard:
     """One shard as a worker reads it: the project, its label spec, and the tasks to encode."""
@@ -59,7 +67,7 @@ class ShardBoard:
                  worker_alive: Callable[[str], bool], project: int = 0) -> None:
         self.store, self.board, self.shards, self.owner, self.project = store, board, shards, owner, project
         self.posted = time.time()
-        self.folder = board_dir(model_dir, board)
+        self.model_dir = Path(model_dir)
         self.worker_alive = worker_alive
         self.taken: set[int] = set()  # shards this job has received (encoded here or gathered)
         self.here = 0
@@ -120,10 +128,7 @@ class ShardBoard:
         if self.closed:
             return
         self.closed = True
-        try:
-            self.store.close_board(self.board)
-        finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        remove_board(self.store, self.model_dir, self.board)
         whole = len(self.taken) >= len(self.shards)
         log.info("project %s: sharded pool encoding %s in %.1fs: %d of %d shards encoded by this worker, %d by "
                  "others (board %s)", self.project, "done" if whole else "stopped", time.time() - self.posted,
@@ -178,8 +183,7 @@ class ShardHelper:
             if self.lease_owner(int(meta["project"])) != meta.get("owner"):
                 # its job died (its lease ran out) or finished without closing it: nobody gathers the results
                 log.info("shard board %s: its job is gone: closed (what was encoded stays cached)", board)
-                self.store.close_board(board)
-                shutil.rmtree(board_dir(self.model_dir, board), ignore_errors=True)
+                remove_board(self.store, self.model_dir, board)
                 continue
             owner = f"{self.worker_id}:shards"
             while (i := self.store.claim_shard(board, owner)) is not None:

@@ -73,11 +73,12 @@ def export(model: torch.nn.Module, path: Path) -> None:
 class OnnxTextFeatures:
     """`encode(texts)` as HFTextAdapter.encode, computed by an ONNX Runtime session."""
 
-    def __init__(self, adapter, folder: Path, threads: int) -> None:
+    def __init__(self, adapter, folder: Path, threads: int, graph: Path | None = None) -> None:
+        """`graph`: run this ONNX file instead of the model's own export (a benchmark's int8 variant)."""
         import onnxruntime as ort
 
         self.adapter = adapter
-        self.path = graph_path(folder, adapter.model_id, adapter.model)
+        self.path = Path(graph) if graph is not None else graph_path(folder, adapter.model_id, adapter.model)
         t0 = time.time()
         exported = not self.path.exists()
         if exported:
