@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"comma-separated; any of {', '.join(STRATEGY_NAMES)}; DISAL variants as "
                            "disal:sign=descent:direction=segment; peers (make install-bench) as "
                            "smalltext:breaking_ties, baal:bald, skactiveml:dropquery, ... (disal/bench/peers.py); "
-                           "disal-batch[:beta=10:gamma=1:embedding=trajectory]: DISAL with a diverse batch")
+                           "disal-batch[:beta=10:gamma=1:embedding=trajectory|last|features:pick=kmeanspp|centroid|cluster-top]: "
+                           "DISAL with a diverse batch")
     loop.add_argument("--seeds", type=int, default=3, help="independent runs per strategy (seeds 0..N-1)")
     loop.add_argument("--initial", type=int, default=20, help="random labels before the first round")
     loop.add_argument("--batch", type=int, default=20, help="labels each strategy picks per round")

@@ -17,7 +17,7 @@ from .uncertainty import BALD, Entropy, LeastConfidence, Margin
 BASELINES = ("random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge", "static_influence")
 STRATEGY_NAMES = ("disal", "disal-batch") + BASELINES
 #: disal-batch's own options (the rest of its spec are DISAL options): name -> type
-BATCH_OPTIONS = {"beta": float, "gamma": float, "embedding": str}
+BATCH_OPTIONS = {"beta": float, "gamma": float, "embedding": str, "pick": str}
 
 _SIMPLE = {
     "random": RandomSampling,

@@ -70,13 +70,44 @@ def test_duplicates_of_the_top_item_are_not_picked_twice():
         assert batch.selected[0] in copies  # still led by DISAL's top item
 
 
+@pytest.mark.parametrize("pick", ["centroid", "cluster-top"])
+def test_cluster_picks_take_one_item_per_feature_blob(pick):
+    """Four far-apart blobs among DISAL's candidates, a batch of 4: one pick in each blob, whatever DISAL's
+    order inside them (DISAL's top-4 alone would take whichever blob it ranks highest)."""
+    from disal.strategies.disal_batch import cluster_picks
+    rng = np.random.default_rng(11)
+    centres = np.array([[40.0, 0, 0], [0, 40.0, 0], [0, 0, 40.0], [-40.0, -40.0, 0]])
+    blob = rng.permutation(np.repeat(np.arange(4), 10))
+    E = centres[blob] + rng.normal(size=(40, 3))
+    for seed in range(5):
+        got = cluster_picks(E, 4, np.random.default_rng(seed), pick)
+        assert sorted(blob[got].tolist()) == [0, 1, 2, 3]
+        assert got.tolist() == sorted(got.tolist())  # in rank order
+        if pick == "cluster-top":  # the best-ranked member of each blob
+            assert got.tolist() == sorted(int(np.flatnonzero(blob == g)[0]) for g in range(4))
+        else:  # the member nearest each blob's centre
+            for i in got:
+                members = np.flatnonzero(blob == blob[i])
+                assert i == members[np.argmin(((E[members] - E[members].mean(0)) ** 2).sum(1))]
+
+
+def test_cluster_picks_fill_a_batch_of_coinciding_candidates_in_rank_order():
+    from disal.strategies.disal_batch import cluster_picks
+    E = np.ones((12, 3))
+    assert cluster_picks(E, 5, np.random.default_rng(0), "centroid").tolist() == [0, 1, 2, 3, 4]
+    E[7] = 9.0  # two distinct points: k-means finds them; the rest of the batch is the best-ranked left
+    got = cluster_picks(E, 5, np.random.default_rng(0), "centroid").tolist()
+    assert len(set(got)) == 5 and 7 in got
+
+
 def test_spec_options_are_typed_and_checked():
     s = make_strategy("disal-batch:beta=4:gamma=0.5:embedding=last:sign=ascent")
     assert isinstance(s, DisalBatch) and (s.beta, s.gamma, s.embedding) == (4.0, 0.5, "last")
     assert s.options.sign == "ascent" and s.name == "disal-batch:beta=4:gamma=0.5:embedding=last:sign=ascent"
+    assert make_strategy("disal-batch:pick=centroid:embedding=features").pick == "centroid"
     assert make_strategy("disal-batch", lam=0.9).options.lam == 0.9  # the simulator's DISAL options apply
     assert needs(make_strategy("disal-batch")) == {"trajectory", "probs", "features"}
-    for bad in ("disal-batch:beta=0.5", "disal-batch:gamma=-1", "disal-batch:embedding=full",
+    for bad in ("disal-batch:beta=0.5", "disal-batch:gamma=-1", "disal-batch:embedding=full", "disal-batch:pick=top",
                 "disal-batch:direction=up"):
         with pytest.raises(ValueError):
             make_strategy(bad)

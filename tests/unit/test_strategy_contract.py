@@ -12,7 +12,9 @@ from disal.strategies.influence import DIRECTIONS, head_logit_tangents
 
 ALL = list(STRATEGY_NAMES) + ["disal:sign=descent:direction=segment:dynamic=previous",
                               "disal:direction=remaining:dynamic=none:lam=0", "disal:weights=lr",
-                              "disal-batch:embedding=last:gamma=0", "disal-batch:beta=2:direction=segment:weights=lr"]
+                              "disal-batch:embedding=last:gamma=0", "disal-batch:beta=2:direction=segment:weights=lr",
+                              "disal-batch:pick=centroid:embedding=features", "disal-batch:pick=cluster-top",
+                              "disal-batch:pick=centroid:embedding=last"]
 
 
 def random_inputs(n: int = 40, C: int = 4, d: int = 6, K: int = 3, seed: int = 0, multi_label: bool = False,

@@ -126,6 +126,26 @@ def test_disal_batch_picks_within_disal_candidates_then_ranks_by_disal(n, c, d, 
     assert sel.order[len(sel.selected):].tolist() == rest
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 5), st.integers(1, 6), st.integers(1, 4), st.integers(0, 10_000),
+       st.integers(0, 45), st.floats(1.0, 6.0), st.sampled_from(["centroid", "cluster-top"]),
+       st.sampled_from(["trajectory", "last", "features"]))
+def test_disal_batch_cluster_picks_are_distinct_disal_candidates_in_disal_order(n, c, d, k, seed, b, beta, pick,
+                                                                                 embedding):
+    """pick=centroid|cluster-top: b distinct picks among DISAL's top ceil(beta*b), listed in DISAL's order,
+    then every other item in DISAL order."""
+    inputs = _trajectory_inputs(n, c, d, k, seed)
+    disal = make_strategy("disal").select(inputs, n, seed)
+    sel = make_strategy(f"disal-batch:beta={beta}:pick={pick}:embedding={embedding}").select(inputs, b, seed)
+    m = min(n, max(min(b, n), int(np.ceil(beta * min(b, n)))))
+    rank = {int(i): r for r, i in enumerate(disal.order.tolist())}
+    assert len(sel.selected) == len(set(sel.selected.tolist())) == min(b, n)
+    assert all(rank[int(i)] < m for i in sel.selected)
+    assert [rank[int(i)] for i in sel.selected] == sorted(rank[int(i)] for i in sel.selected)
+    rest = [i for i in disal.order.tolist() if i not in set(sel.selected.tolist())]
+    assert sel.order[len(sel.selected):].tolist() == rest
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 30), st.integers(2, 5), st.integers(1, 4), st.integers(0, 10_000), st.integers(0, 30))
 def test_disal_batch_with_beta_one_is_disal_top_b(n, c, k, seed, b):
