@@ -118,6 +118,7 @@ class Settings:
     # what computes the text encoder's features on a CPU (disal.training.onnx_features): onnx, torch, or
     # auto (onnx where it loads, else torch, saying why)
     encoder_runtime: str = "auto"
+    onnx_dir: Path | None = None  # where exported encoder graphs are kept (default MODEL_DIR/onnx)
     # the durable job queue (disal.job_queue): SQLite in MODEL_DIR by default, Redis with REDIS_URL
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
     redis_prefix: str = "disal"  # the queue's name and the job store's key prefix in Redis
@@ -223,6 +224,7 @@ class Settings:
             mlp_lr=_float(env, "MLP_LR", d.mlp_lr, 1e-6),
             device=(_str(env, "DEVICE", d.device) or d.device).lower(),
             encoder_runtime=(_str(env, "ENCODER_RUNTIME", d.encoder_runtime) or d.encoder_runtime).lower(),
+            onnx_dir=Path(v) if (v := _str(env, "ONNX_DIR")) else None,
             redis_url=_str(env, "REDIS_URL"),
             redis_prefix=_str(env, "REDIS_PREFIX", d.redis_prefix),
             workers=_int(env, "WORKERS", d.workers, 0),
@@ -299,6 +301,8 @@ ENV_DOC = {
     "WARM_START": "start each round at the previous round's model (same regime and label set; default false)",
     "MLP_HIDDEN / MLP_LR": "the mlp regime's hidden units (default 256) and AdamW learning rate (default 0.003)",
     "DEVICE": "where the encoders and heads run: auto (default: CUDA when present, else the CPU), cpu, cuda, cuda:N",
+    "ONNX_DIR": "where exported ONNX encoder graphs are kept, keyed by model and torch version (default "
+                "MODEL_DIR/onnx; several backends on one host can share one)",
     "ENCODER_RUNTIME": "what computes text features on a CPU: auto (default: ONNX Runtime where the model exports, "
                        "else torch, with a warning saying why), onnx (fail if it cannot), torch. Same features "
                        "within 1e-6; ONNX Runtime measured 1.19x faster (docs/benchmarks.md)",

@@ -60,6 +60,20 @@ def build_tiny_bert(folder: Path, seed: int = 0, hidden: int = 32, layers: int =
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_onnx_dir(tmp_path_factory):
+    """Every backend process the tests start (scripts/local_services.BackendServer copies os.environ) keeps its
+    exported encoder graph in one session folder: MiniLM is exported once (~5 s), not once per backend."""
+    folder = tmp_path_factory.mktemp("onnx")
+    before = os.environ.get("ONNX_DIR")
+    os.environ["ONNX_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("ONNX_DIR", None)
+    else:
+        os.environ["ONNX_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

@@ -76,7 +76,8 @@ class TextEncoder(FeatureEncoder):
             try:
                 from ..training.onnx_features import OnnxTextFeatures
 
-                onnx = OnnxTextFeatures(adapter, self.settings.model_dir / "onnx", self.settings.effective_torch_threads())
+                onnx = OnnxTextFeatures(adapter, self.settings.onnx_dir or self.settings.model_dir / "onnx",
+                                        self.settings.effective_torch_threads())
                 self.runtime = "onnxruntime"
                 return onnx.encode
             except Exception as exc:  # noqa: BLE001 - a model that does not export: torch computes the same features

@@ -56,6 +56,22 @@ def test_auto_runs_onnx_and_the_features_match_torchs(tmp_path, tiny_model_dir):
     assert np.abs(a - t).max() < 1e-5
 
 
+def test_onnx_dir_holds_the_graph_and_a_second_backend_reuses_it(tmp_path, tiny_model_dir):
+    """ONNX_DIR: backends with different MODEL_DIRs share one exported graph (the tests' session does)."""
+    shared = tmp_path / "graphs"
+    settings = Settings.from_env({"MODEL_DIR": str(tmp_path / "one"), "ONNX_DIR": str(shared),
+                                  "MODEL_NAME": str(tiny_model_dir)})
+    assert settings.onnx_dir == shared and Settings.from_env({}).onnx_dir is None
+    first = TextEncoder(settings)
+    first.features([1], TEXTS[:1])
+    graphs = list(shared.glob("*.onnx"))
+    assert first.runtime == "onnxruntime" and len(graphs) == 1 and not (tmp_path / "one" / "onnx").exists()
+    mtime = graphs[0].stat().st_mtime_ns
+    second = TextEncoder(Settings(model_dir=tmp_path / "two", model_name=str(tiny_model_dir), onnx_dir=shared))
+    second.features([1], TEXTS[:1])
+    assert list(shared.glob("*.onnx")) == graphs and graphs[0].stat().st_mtime_ns == mtime  # loaded, not re-exported
+
+
 def test_without_onnxruntime_auto_says_why_it_runs_torch_and_onnx_refuses(tmp_path, tiny_model_dir, monkeypatch,
                                                                           caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
