@@ -78,7 +78,9 @@ class Settings:
     basic_auth_pass: str | None = field(default=None, repr=False)
     min_annotations_to_train: int = 1
     use_uncertainty_sampling: bool = False
-    strategy: str = "disal"
+    # the measured winner of protocol v2 (docs/benchmarks.md): DISAL's top 10 x QUERY_BATCH candidates, one per
+    # k-means cluster of their features
+    strategy: str = "disal-batch:pick=centroid:embedding=features"
     push_chunk_size: int = 500
     push_top_k: int = 1000  # 0 = the whole pool every round
     log_level: str = "INFO"
@@ -87,6 +89,7 @@ class Settings:
     encode_batch_size: int = 32
     max_text_chars: int = 20_000
     coldstart_batch: int = 500
+    query_batch: int = 20  # disal-batch: the diverse picks at the queue's head each round (the protocol's batch)
     delete_old_versions: bool = True
     # a superseded version's predictions stay this long: a task open in the UI was started from one of
     # them (Submit sends parent_prediction), and deleting it makes Label Studio refuse the annotation
@@ -199,6 +202,7 @@ class Settings:
             encode_batch_size=_int(env, "ENCODE_BATCH_SIZE", d.encode_batch_size, 1),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", d.max_text_chars, 1),
             coldstart_batch=_int(env, "COLDSTART_BATCH", d.coldstart_batch, 1),
+            query_batch=_int(env, "QUERY_BATCH", d.query_batch, 1),
             delete_old_versions=_bool(env, "DELETE_OLD_VERSIONS", d.delete_old_versions),
             old_versions_grace_s=_float(env, "OLD_VERSIONS_GRACE_S", d.old_versions_grace_s, 0.0),
             ls_timeout=_float(env, "LS_TIMEOUT", d.ls_timeout, 0.1),
@@ -263,7 +267,9 @@ ENV_DOC = {
     "BASIC_AUTH_USER / BASIC_AUTH_PASS": "protect every route with HTTP basic auth",
     "MIN_ANNOTATIONS_TO_TRAIN": "new or changed labels needed before an event retrains (default 1)",
     "USE_UNCERTAINTY_SAMPLING": "switch the project to 'Uncertainty sampling' (default false)",
-    "STRATEGY": "acquisition strategy: disal (default) or a baseline name",
+    "STRATEGY": "acquisition strategy (default disal-batch:pick=centroid:embedding=features: DISAL's top "
+                "10 x QUERY_BATCH tasks, one per k-means cluster of their features, the measured leader); disal "
+                "(plain DISAL ranking), another disal-batch spec, or a baseline name",
     "PUSH_CHUNK_SIZE": "predictions per bulk import request (default 500)",
     "PUSH_TOP_K": "predictions pushed per round: the queue's first K tasks (default 1000; 0 = every task). "
                   "Label Studio spends ~2 ms importing and ~5 ms deleting each prediction, so pushing a "
@@ -275,6 +281,8 @@ ENV_DOC = {
     "ENCODE_BATCH_SIZE": "texts per encoder batch (default 32)",
     "MAX_TEXT_CHARS": "texts are cut to this many characters before tokenizing (default 20000)",
     "COLDSTART_BATCH": "CoreSet picks at cold start; the rest follow by distance (default 500)",
+    "QUERY_BATCH": "disal-batch: the diverse picks that head the queue each round, the rest follow by DISAL "
+                   "score (default 20, the benchmarks' batch; set it near the labels your team adds per retrain)",
     "DELETE_OLD_VERSIONS": "delete predictions of older disal versions after a push (default true)",
     "OLD_VERSIONS_GRACE_S": "a version's predictions are deleted only once it was superseded this many seconds "
                             "ago (default 7200): a task open in the UI refers to the prediction it started from, "

@@ -179,10 +179,16 @@ class _Round:
 
                 inputs = ScoringInputs(ids=np.asarray(pool_ids), features=pool_feats,
                                        labeled_features=lab_feats if len(lab_ids) else None)
-            # a batch-aware strategy picks the queue's head (COLDSTART_BATCH tasks; the rest follow by its
-            # score or distance): picking the whole pool would cost O(N^2) at 10k tasks
-            batch_aware = isinstance(strategy, (CoreSet, BADGE, DisalBatch))
-            sel = strategy.select(inputs, min(n, s.coldstart_batch) if batch_aware else n, seed=s.seed)
+            # a batch-aware strategy picks the queue's head (the rest follow by its score or distance): picking
+            # the whole pool would cost O(N^2) at 10k tasks. DISAL-batch picks QUERY_BATCH, the batch it was
+            # measured at (its candidates are 10x that); CoreSet and BADGE fill COLDSTART_BATCH
+            if isinstance(strategy, DisalBatch):
+                head_size = s.query_batch
+            elif isinstance(strategy, (CoreSet, BADGE)):
+                head_size = s.coldstart_batch
+            else:
+                head_size = n
+            sel = strategy.select(inputs, min(n, head_size), seed=s.seed)
             priority, raw = priorities_from_selection(sel), sel.scores_by_id()
             if isinstance(strategy, (CoreSet, BADGE)):  # new tasks are placed by their distance to these
                 centres = lab_ids + [int(i) for i in np.asarray(sel.selected).tolist()] \

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from disal.config import Settings  # noqa: E402
 from fake_labelstudio import (FakeLabelStudio, annotation_event, choices_config, make_backend,  # noqa: E402
                               setup_payload, topic_texts)
 
@@ -60,7 +61,7 @@ def test_real_round_trains_scores_with_disal_and_pushes(tmp_path, fake, tiny_mod
 
         version = fake.project["model_version"]
         v = model.store(1).current()
-        assert v.name == version and v.kind == "head" and v.meta["strategy"] == "disal"
+        assert v.name == version and v.kind == "head" and v.meta["strategy"] == Settings().strategy
         assert v.trajectory.num_checkpoints == 5 and v.trajectory.meta["n_train"] == 12
         preds = fake.predictions_of(version)
         assert sorted(preds) == list(range(13, 61))

@@ -11,7 +11,8 @@ from disal.config import ConfigError, Settings
 
 def test_defaults():
     s = Settings.from_env({})
-    assert s.strategy == "disal" and s.min_annotations_to_train == 1 and s.model_dir == Path("model_dir")
+    assert s.strategy == "disal-batch:pick=centroid:embedding=features" and s.query_batch == 20
+    assert s.min_annotations_to_train == 1 and s.model_dir == Path("model_dir")
     assert not s.auth_enabled and not s.use_uncertainty_sampling and s.push_chunk_size == 500
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from disal.config import Settings  # noqa: E402
 from fake_labelstudio import (LABELS, connect, FakeLabelStudio, annotation_event, choices_config, make_backend,  # noqa: E402
                               setup_payload, topic_texts)
 
@@ -50,7 +51,7 @@ def test_annotations_train_a_head_and_push_a_full_queue(backend, fake):
     assert fake.predictions_of(cold) and fake.project["model_version"] == version
     health = client.get("/health").get_json()["projects"]["1"]
     assert health["kind"] == "head" and health["cold_start"] is False and health["labels"] == 9
-    assert health["strategy"] == "disal" and health["queue_length"] == n
+    assert health["strategy"] == Settings().strategy and health["queue_length"] == n
     assert health["job"]["last_job"]["outcome"] == "pushed"
     # the version on disk holds the trajectory, the label map, and the round each label arrived in
     store = model.store(1)

@@ -105,9 +105,9 @@ def test_warm_start_is_refused_across_regimes_label_sets_and_widths():
 
 
 def test_disal_batch_picks_the_queue_head_and_ranks_the_rest_by_disal(backend_with, fake):
-    """STRATEGY=disal-batch: COLDSTART_BATCH diverse picks head the queue (not a k-means++ over the whole
+    """STRATEGY=disal-batch: QUERY_BATCH diverse picks head the queue (not a k-means++ over the whole
     pool, which is O(N^2)); every other task follows, ranked."""
-    client, model = backend_with(train_mode="mlp", strategy="disal-batch", coldstart_batch=4)
+    client, model = backend_with(train_mode="mlp", strategy="disal-batch", query_batch=4)
     assert client.post("/setup", json=setup_payload(fake)).status_code == 200
     assert model.jobs.wait_idle(1, 30)
     label_some(fake)
