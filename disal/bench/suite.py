@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import Settings
 from ..data import load_dataset
 from .features import default_cache_dir
 from .simulator import SimulationConfig, simulate
@@ -64,8 +65,8 @@ PRESETS = {
                      "baal:bald"), seeds=3, text_rounds=8, image_rounds=12),
     # images: 3 seeds, because their 1,280-d head rounds cost ~3x the text ones on 2 cores
     "full": Preset(DISAL_ABLATIONS + BASELINES + PEERS, seeds=5, text_rounds=10, image_rounds=15, image_seeds=3),
-    "v2": Preset(("disal", "disal-batch", "static_influence", "random", "margin", "badge", "baal:powerbald",
-                  "skactiveml:dropquery", "skactiveml:falcun", "skactiveml:typiclust", "skactiveml:probcover"),
+    "v2": Preset(("disal-batch:pick=centroid:embedding=features", "disal", "disal-batch", "static_influence",
+                  "random", "margin", "badge", "baal:powerbald", "skactiveml:dropquery", "skactiveml:falcun", "skactiveml:typiclust", "skactiveml:probcover"),
                  seeds=10, text_rounds=8, image_rounds=12, image_seeds=5, datasets=("bbc", "r8", "r52")),
 }
 
@@ -115,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--perf", type=Path, default=Path("bench/out/perf.json"),
                     help="cost results merged into the report when present")
     ap.add_argument("--max-candidates", type=int, default=None, help="score a seeded subset of each pool")
+    ap.add_argument("--subject", default=None,
+                    help="the strategy the report is about (default: disal; --preset v2: the backend's default "
+                         "STRATEGY, added to the strategies if missing)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from existing results")
     ap.add_argument("--resume", action="store_true", help="keep the complete (strategy, seed) runs already in <out>")
     args = ap.parse_args(argv)
@@ -127,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         preset = replace(preset, batch=args.batch)
     if args.strategies:
         preset = replace(preset, strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()))
-    tag = f"{args.preset}-{args.train_mode}" + (f"-b{preset.batch}" if preset.batch != 20 else "")
+    subject = args.subject or (Settings().strategy if args.preset == "v2" else "disal")
+    if subject not in preset.strategies:
+        preset = replace(preset, strategies=(subject,) + tuple(preset.strategies))
+    tag = (f"{args.preset}-{args.train_mode}" + (f"-b{preset.batch}" if preset.batch != 20 else "")
+           + ("-warm" if args.warm_start else ""))
     out = args.out or Path(f"bench/out/quality-{tag if args.preset == 'v2' else args.preset}")
     report = args.report or out / "benchmarks.md"
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else list(preset.datasets)
@@ -145,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
     write_benchmarks([out / d for d in datasets], report, args.figures or report.parent, args.perf,
                      command=f"python -m disal.bench.suite --preset {args.preset}"
-                             + (f" --report {args.report} --figures {args.figures}" if args.report else ""))
+                             + (f" --report {args.report} --figures {args.figures}" if args.report else ""),
+                     subject=subject)
     print(f"wrote {report}", flush=True)
     return 0
 

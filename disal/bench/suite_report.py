@@ -99,8 +99,9 @@ def analyse(rows: list[dict], meta: dict, subject: str = "disal") -> dict:
 
 
 def plot_selected(rows: list[dict], a: dict, path: Path, title: str) -> None:
-    """Curves of DISAL, random, static influence, the best baseline, the best peer and the best other."""
-    keep = {"disal", "random", "static_influence"}
+    """Curves of the subject (DISAL), plain DISAL, random, static influence, the best baseline, the best peer
+    and the best other."""
+    keep = {"disal", "random", "static_influence"} | ({a["subject"]["strategy"]} if a.get("subject") else set())
     for key in ("best_other", "best_baseline", "best_peer"):
         if a.get(key):
             keep.add(a[key]["strategy"])
@@ -114,7 +115,8 @@ def plot_gain_over_random(analyses: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [("disal", "DISAL"), ("best_baseline", "best baseline"),
+    subject = next((a["subject"]["strategy"] for a in analyses.values() if a.get("subject")), "disal")
+    groups = [("disal", subject_label(subject)), ("best_baseline", "best baseline"),
               ("best_peer", "best peer (not identical to a baseline)")]
     fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
     width = 0.26
@@ -169,8 +171,15 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
-def dataset_section(name: str, rows: list[dict], meta: dict, a: dict, fig_rel: str) -> list[str]:
+def subject_label(subject: str) -> str:
+    """How the report names the strategy it is about: DISAL, or its spec (the backend's default)."""
+    return "DISAL" if subject == "disal" else f"`{subject}`"
+
+
+def dataset_section(name: str, rows: list[dict], meta: dict, a: dict, fig_rel: str,
+                    subject: str = "disal") -> list[str]:
     cfg = meta["config"]
+    label = subject_label(subject)
     unit = "images" if meta.get("modality") == "image" else "texts"
     enc = meta.get("model") + (f"` at `{meta['image_size']} px" if meta.get("image_size") else "")
     lines = [f"### {name}", "",
@@ -179,18 +188,18 @@ def dataset_section(name: str, rows: list[dict], meta: dict, a: dict, fig_rel: s
              f"{', warm start' if cfg.get('warm_start') else ''}; "
              f"initial {cfg['initial']}, batch {cfg['batch']}, {cfg['rounds']} rounds (budget {a['budget']}), "
              f"{cfg['seeds']} seeds. Full-data accuracy {a['full']:.4f}; target (95%) {a['target']:.4f}.", "",
-             "| strategy | nAULC (mean ± std) | final acc | labels to 95% (mean curve) | DISAL − it (paired t-test p, "
-             f"Holm over {sum(1 for e in a['table'] if e.get('vs_subject'))}) | DISAL |",
+             f"| strategy | nAULC (mean ± std) | final acc | labels to 95% (mean curve) | {label} − it (paired t-test "
+             f"p, Holm over {sum(1 for e in a['table'] if e.get('vs_subject'))}) | {label} |",
              "|---|---|---|---|---|---|"]
     for e in a["table"]:
         vs = e.get("vs_subject")
-        if e["strategy"] == "disal":
+        if e["strategy"] == subject:
             cmp_, ver = "—", "—"
         elif vs is None:
             cmp_, ver = "n/a", "n/a"
         else:
             cmp_, ver = f"{vs[0]:+.4f} (p = {vs[1]:.3f})", verdict(*vs)
-        name_md = f"**{e['strategy']}**" if e["strategy"] == "disal" else e["strategy"]
+        name_md = f"**{e['strategy']}**" if e["strategy"] == subject else e["strategy"]
         lines.append(f"| {name_md} | {e['aulc_mean']:.4f} ± {e['aulc_std']:.4f} | {e['final_mean']:.4f} | "
                      f"{fmt_labels(e['labels_to_target'])} | {cmp_} | {ver} |")
     lines += ["", f"![{name} learning curves]({fig_rel})", "",
@@ -203,9 +212,10 @@ def dataset_section(name: str, rows: list[dict], meta: dict, a: dict, fig_rel: s
     return lines
 
 
-def summary_lines(analyses: dict[str, dict]) -> list[str]:
-    lines = ["| dataset | DISAL nAULC | random | best other (nAULC) | DISAL vs random | DISAL vs best other | "
-             "labels to 95%: DISAL / random / best other | labels saved vs random | vs best other |",
+def summary_lines(analyses: dict[str, dict], subject: str = "disal") -> list[str]:
+    label = subject_label(subject)
+    lines = [f"| dataset | {label} nAULC | random | best other (nAULC) | {label} vs random | {label} vs best other | "
+             f"labels to 95%: {label} / random / best other | labels saved vs random | vs best other |",
              "|---|---|---|---|---|---|---|---|---|"]
     for ds, a in analyses.items():
         s, r, b = a["subject"], a["random"], a["best_other"]
@@ -227,15 +237,17 @@ def s_vs(a: dict, other: str) -> tuple[float, float]:
     return e["vs_subject"] if e.get("vs_subject") else (float("nan"), float("nan"))
 
 
-def verdict_sentences(analyses: dict[str, dict]) -> list[str]:
-    """Plain statements of where DISAL wins, ties and loses, from the paired tests."""
+def verdict_sentences(analyses: dict[str, dict], subject: str = "disal") -> list[str]:
+    """Plain statements of where the subject (DISAL) wins, ties and loses, from the paired tests."""
     out = []
     for ds, a in analyses.items():
         wins = [e["strategy"] for e in a["table"] if e.get("vs_subject") and verdict(*e["vs_subject"]) == "**wins**"]
         losses = [e["strategy"] for e in a["table"] if e.get("vs_subject") and verdict(*e["vs_subject"]) == "**loses**"]
         ties = [e["strategy"] for e in a["table"] if e.get("vs_subject") and verdict(*e["vs_subject"]) == "ties"]
-        rank = a["names"].index("disal") + 1
-        out.append(f"- **{ds}**: DISAL ranks {rank} of {len(a['names'])} by nAULC. "
+        if subject not in a["names"]:
+            continue
+        rank = a["names"].index(subject) + 1
+        out.append(f"- **{ds}**: {subject_label(subject)} ranks {rank} of {len(a['names'])} by nAULC. "
                    f"Beats (p < {ALPHA}): {', '.join(wins) or 'none'}. "
                    f"Loses to (p < {ALPHA}): {', '.join(losses) or 'none'}. "
                    f"Not distinguishable from: {', '.join(ties) or 'none'}.")
@@ -259,18 +271,20 @@ def cost_lines(perf_path: Path | None) -> list[str]:
     return cost_section(Path(perf_path))
 
 
-def write_benchmarks(folders: list[Path], report: Path, figures: Path, perf: Path | None, command: str) -> None:
+def write_benchmarks(folders: list[Path], report: Path, figures: Path, perf: Path | None, command: str,
+                     subject: str = "disal") -> None:
+    """The report about `subject` (DISAL by default; protocol v2: the backend's default strategy)."""
     report.parent.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     analyses, sections = {}, []
     for folder in folders:
         rows, meta = load_results(folder)
         name = meta.get("dataset", folder.name)
-        a = analyse(rows, meta)
+        a = analyse(rows, meta, subject)
         analyses[name] = a
         fig = figures / f"bench-curves-{name}.png"
         plot_selected(rows, a, fig, f"{name}: accuracy vs labels (mean ± std over {meta['config']['seeds']} seeds)")
-        sections += dataset_section(name, rows, meta, a, os.path.relpath(fig, report.parent))
+        sections += dataset_section(name, rows, meta, a, os.path.relpath(fig, report.parent), subject)
     gain = figures / "bench-gain-over-random.png"
     plot_gain_over_random(analyses, gain)
     strategies = sorted({e["strategy"] for a in analyses.values() for e in a["table"]})
@@ -293,10 +307,11 @@ def write_benchmarks(folders: list[Path], report: Path, figures: Path, perf: Pat
              "splits never used for selection. nAULC = mean accuracy over the budget range (area under the "
              "learning curve divided by its width). \"Labels to 95%\" = labels at which the mean curve first "
              "reaches 95% of the full-data accuracy (linear between budgets). Paired t-tests across seeds, "
-             f"alpha = {ALPHA}: *wins* / *loses* = DISAL's nAULC is higher / lower beyond noise, *ties* otherwise.",
-             "", *summary_lines(analyses), "", f"![gain over random]({os.path.relpath(gain, report.parent)})", "",
-             "Where DISAL wins, ties and loses (paired tests against every other strategy):", "",
-             *verdict_sentences(analyses), "",
+             f"alpha = {ALPHA}: *wins* / *loses* = {subject_label(subject)}'s nAULC is higher / lower beyond noise, "
+             "*ties* otherwise.",
+             "", *summary_lines(analyses, subject), "", f"![gain over random]({os.path.relpath(gain, report.parent)})",
+             "", f"Where {subject_label(subject)} wins, ties and loses (paired tests against every other strategy):", "",
+             *verdict_sentences(analyses, subject), "",
              keep_hand_written(report), "",
              f"Strategies ({len(strategies)}): " + ", ".join(f"`{s}`" for s in strategies) + ".", "",
              *(["Candidate subsets: " + "; ".join(subsets) + ".", ""] if subsets else []),

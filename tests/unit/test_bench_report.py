@@ -140,3 +140,14 @@ def test_holm_adjusts_step_down_and_stays_monotone():
     assert holm([0.3, 0.4]) == pytest.approx([0.6, 0.6])  # 0.3 x 2; then 0.4 x 1 raised to stay monotone
     assert holm([]) == [] and holm([0.2]) == [0.2]
     assert holm([0.4, 0.4, 0.4]) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_the_report_can_be_about_another_strategy_such_as_the_backends_default(tmp_path):
+    """--subject margin: every paired test, verdict and headline is margin's (protocol v2 reports the default)."""
+    write_fake(tmp_path / "q" / "alpha", "alpha")
+    report = tmp_path / "docs" / "benchmarks.md"
+    write_benchmarks([tmp_path / "q" / "alpha"], report, report.parent, None, command="c", subject="margin")
+    text = report.read_text()
+    assert "| **margin** |" in text and "| **disal** |" not in text
+    assert "`margin` ranks 2 of 3" in text and "Loses to (p < 0.05): disal" in text
+    assert "| dataset | `margin` nAULC |" in text
