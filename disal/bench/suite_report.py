@@ -221,6 +221,10 @@ def summary_lines(analyses: dict[str, dict], subject: str = "disal") -> list[str
         s, r, b = a["subject"], a["random"], a["best_other"]
         if s is None:
             continue
+        if r is None or b is None:  # a sweep without random (or with one strategy): nothing to compare here
+            lines.append(f"| {ds} | {s['aulc_mean']:.4f} | not run | {b['strategy'] if b else 'none'} | n/a | n/a | "
+                         f"{fmt_labels(s['labels_to_target'])} / n/a / n/a | n/a | n/a |")
+            continue
         vr = s_vs(a, "random")
         vb = s_vs(a, b["strategy"]) if b else None
         lines.append(

@@ -151,3 +151,12 @@ def test_the_report_can_be_about_another_strategy_such_as_the_backends_default(t
     assert "| **margin** |" in text and "| **disal** |" not in text
     assert "`margin` ranks 2 of 3" in text and "Loses to (p < 0.05): disal" in text
     assert "| dataset | `margin` nAULC |" in text
+
+
+def test_a_run_without_random_still_gets_its_report(tmp_path):
+    write_fake(tmp_path / "q" / "alpha", "alpha")
+    f = tmp_path / "q" / "alpha" / "results.jsonl"
+    f.write_text("\n".join(line for line in f.read_text().splitlines() if '"random"' not in line))
+    report = tmp_path / "r.md"
+    write_benchmarks([tmp_path / "q" / "alpha"], report, tmp_path, None, command="c")
+    assert "| alpha | " in report.read_text() and "| not run | margin |" in report.read_text()
