@@ -261,9 +261,12 @@ class JobQueue:
             self.shard_helper.help()
 
     def _shard_done(self) -> None:
+        """Count a shard encoded for another job, and publish it at once: the web's /metrics and /health
+        read heartbeats, and the job may end its round before the next timed beat."""
         self._count("shards_encoded")
         if self.metrics:
             self.metrics.shards.inc()
+        self.publish_heartbeat()
 
     def _debounce(self, pid: int) -> None:
         """Wait until no event arrived for TRAIN_DEBOUNCE_S (at most TRAIN_DEBOUNCE_MAX_S since the

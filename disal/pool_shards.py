@@ -202,12 +202,12 @@ class ShardHelper:
                               "back, and this board is left to the other workers", board, meta["project"], i + 1,
                               type(exc).__name__, exc)
                     break
-                kept = self.store.finish_shard(board, i, {"failed": {str(k): v for k, v in failed.items()},
-                                                          "by": owner})
                 done += 1
                 self.encoded += 1
-                if self.on_shard:
+                if self.on_shard:  # counted (and published) before the job can gather the shard and end its round
                     self.on_shard()
+                kept = self.store.finish_shard(board, i, {"failed": {str(k): v for k, v in failed.items()},
+                                                          "by": owner})
                 n = len(shard.task_ids)
                 log.info("shard board %s (project %s): shard %d/%d encoded here: %d inputs in %.1fs (%.1f/s)%s",
                          board, meta["project"], i + 1, meta.get("shards", "?"), n, time.time() - t0,

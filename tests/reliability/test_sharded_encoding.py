@@ -72,8 +72,9 @@ def test_a_first_round_is_encoded_by_every_live_worker_and_equals_one_workers(tm
         m = re.search(rf"project {pid}: sharded pool encoding done in \S+: (\d+) of 12 shards encoded by this worker",
                       logs)
         assert m, logs[-3000:]
+        # a helper logs its shard just after handing it in: the job may have ended its round first
+        wait_for(lambda: sum(helper_lines(dep).values()) + int(m.group(1)) == 12, 10, "every helper's shard log line")
         helped = helper_lines(dep)
-        assert sum(helped.values()) + int(m.group(1)) == 12, helped
         assert sum(1 for v in helped.values() if v) >= 1 and int(m.group(1)) >= 1, helped  # 2+ processes encoded
         assert dep.metric("disal_pool_shards_total") == sum(helped.values())
         workers = dep.health()["job_queue"]["workers"]
