@@ -66,6 +66,11 @@ def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str |
     return raw.strip()
 
 
+#: the backend's STRATEGY unless set (docs/benchmarks.md, protocol v2: the DISAL configuration that no strategy
+#: or peer beats beyond noise on BBC, R8 and R52)
+DEFAULT_STRATEGY = "disal-batch:pick=centroid:embedding=features:beta=25:last_checkpoint_only=true:dynamic=none:lam=0"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Backend settings. Environment variable = field name in upper case (see `ENV_DOC`)."""
@@ -78,9 +83,10 @@ class Settings:
     basic_auth_pass: str | None = field(default=None, repr=False)
     min_annotations_to_train: int = 1
     use_uncertainty_sampling: bool = False
-    # the measured winner of protocol v2 (docs/benchmarks.md): DISAL's top 10 x QUERY_BATCH candidates, one per
-    # k-means cluster of their features
-    strategy: str = "disal-batch:pick=centroid:embedding=features"
+    # the measured winner of protocol v2 (docs/benchmarks.md): DISAL's static form (the last checkpoint's
+    # projection on theta_K - theta_0) ranks the pool, its top 25 x QUERY_BATCH are clustered by their features,
+    # and the task nearest each k-means centre heads the queue
+    strategy: str = DEFAULT_STRATEGY
     push_chunk_size: int = 500
     push_top_k: int = 1000  # 0 = the whole pool every round
     log_level: str = "INFO"
@@ -267,9 +273,10 @@ ENV_DOC = {
     "BASIC_AUTH_USER / BASIC_AUTH_PASS": "protect every route with HTTP basic auth",
     "MIN_ANNOTATIONS_TO_TRAIN": "new or changed labels needed before an event retrains (default 1)",
     "USE_UNCERTAINTY_SAMPLING": "switch the project to 'Uncertainty sampling' (default false)",
-    "STRATEGY": "acquisition strategy (default disal-batch:pick=centroid:embedding=features: DISAL's top "
-                "10 x QUERY_BATCH tasks, one per k-means cluster of their features, the measured leader); disal "
-                "(plain DISAL ranking), another disal-batch spec, or a baseline name",
+    "STRATEGY": f"acquisition strategy (default {DEFAULT_STRATEGY}: DISAL's static form ranks the pool, its "
+                "top 25 x QUERY_BATCH tasks are clustered by their features and the task nearest each k-means centre "
+                "heads the queue; the protocol-v2 winner); disal (plain DISAL ranking over the trajectory), another "
+                "disal-batch spec, or a baseline name",
     "PUSH_CHUNK_SIZE": "predictions per bulk import request (default 500)",
     "PUSH_TOP_K": "predictions pushed per round: the queue's first K tasks (default 1000; 0 = every task). "
                   "Label Studio spends ~2 ms importing and ~5 ms deleting each prediction, so pushing a "

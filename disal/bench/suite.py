@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Settings
+from ..config import DEFAULT_STRATEGY
 from ..data import load_dataset
 from .features import default_cache_dir
 from .simulator import SimulationConfig, simulate
@@ -65,7 +65,7 @@ PRESETS = {
                      "baal:bald"), seeds=3, text_rounds=8, image_rounds=12),
     # images: 3 seeds, because their 1,280-d head rounds cost ~3x the text ones on 2 cores
     "full": Preset(DISAL_ABLATIONS + BASELINES + PEERS, seeds=5, text_rounds=10, image_rounds=15, image_seeds=3),
-    "v2": Preset(("disal-batch:pick=centroid:embedding=features", "disal", "disal-batch", "static_influence",
+    "v2": Preset((DEFAULT_STRATEGY, "disal", "disal-batch", "static_influence",
                   "random", "margin", "badge", "baal:powerbald", "skactiveml:dropquery", "skactiveml:falcun", "skactiveml:typiclust", "skactiveml:probcover"),
                  seeds=10, text_rounds=8, image_rounds=12, image_seeds=5, datasets=("bbc", "r8", "r52")),
 }
@@ -82,7 +82,7 @@ def strategies_for(preset: Preset, num_classes: int) -> list[str]:
 
 
 def run_dataset(name: str, preset: Preset, out: Path, cache_dir: Path | None, max_candidates: int | None,
-                resume: bool = False, train_mode: str = "head", warm_start: bool = False) -> Path:
+                resume: bool = False, train_mode: str = "head", warm_start: bool = False, first_seed: int = 0) -> Path:
     """Simulate every strategy of the preset on one dataset; returns its output folder."""
     ds = load_dataset(name).subsample(3000, 1000, seed=0)
     image = getattr(ds, "modality", "text") == "image"
@@ -90,7 +90,8 @@ def run_dataset(name: str, preset: Preset, out: Path, cache_dir: Path | None, ma
     rounds = preset.image_rounds if image else preset.text_rounds
     cfg = SimulationConfig(strategies=strategies_for(preset, len(ds.classes)), seeds=seeds, initial=preset.initial,
                            batch=preset.batch, rounds=rounds * 20 // preset.batch if preset.batch < 20 else rounds,
-                           max_candidates=max_candidates, train_mode=train_mode, warm_start=warm_start)
+                           max_candidates=max_candidates, train_mode=train_mode, warm_start=warm_start,
+                           first_seed=first_seed)
     n_train = len(ds.train_images) if image else len(ds.train_texts)
     print(f"== {name}: {n_train} train items, {len(cfg.strategies)} strategies x {cfg.seeds} seeds x "
           f"{cfg.rounds} rounds", flush=True)
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--datasets", default=None, help="comma-separated (default: the preset's)")
     ap.add_argument("--seeds", type=int, default=None, help="override the preset's seeds")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="run seeds N .. N+seeds-1 (default 0): fresh seeds confirm a choice tuned on the first ones")
     ap.add_argument("--batch", type=int, default=None,
                     help="labels per round (default 20); smaller batches keep the label budget (more rounds)")
     ap.add_argument("--train-mode", choices=("head", "mlp"), default="head", help="the regime trained each round")
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = replace(preset, batch=args.batch)
     if args.strategies:
         preset = replace(preset, strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()))
-    subject = args.subject or (Settings().strategy if args.preset == "v2" else "disal")
+    subject = args.subject or (DEFAULT_STRATEGY if args.preset == "v2" else "disal")
     if subject not in preset.strategies:
         preset = replace(preset, strategies=(subject,) + tuple(preset.strategies))
     tag = (f"{args.preset}-{args.train_mode}" + (f"-b{preset.batch}" if preset.batch != 20 else "")
@@ -143,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for name in datasets:
             run_dataset(name, preset, out, default_cache_dir(), args.max_candidates, resume=args.resume,
-                        train_mode=args.train_mode, warm_start=args.warm_start)
+                        train_mode=args.train_mode, warm_start=args.warm_start, first_seed=args.first_seed)
     (out / "suite.json").write_text(json.dumps({"preset": args.preset, "datasets": datasets,
                                                 "strategies": list(preset.strategies), "seeds": preset.seeds,
+                                                "first_seed": args.first_seed,
                                                 "batch": preset.batch, "train_mode": args.train_mode,
                                                 "warm_start": args.warm_start,
                                                 "wall_seconds": time.time() - t0}, indent=1))

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from disal.config import Settings
+from disal.config import DEFAULT_STRATEGY, Settings
 from disal.data import load_bbc
 
 from .helpers import BASIC_AUTH, annotate, health, tasks_of, wait_idle_version
@@ -92,7 +92,7 @@ def test_annotations_through_basic_auth_retrain_and_push_a_disal_queue(label_stu
           f"(median {statistics.median(timings):.1f}s) over {len(timings)} annotations")
     assert h["kind"] == "head" and h["cold_start"] is False
     # the product's default: the head regime, scored by the default DISAL-batch (centroid picks of DISAL's candidates)
-    assert h["strategy"] == Settings().strategy == "disal-batch:pick=centroid:embedding=features" and h["regime"] == "head"
+    assert h["strategy"] == Settings().strategy == DEFAULT_STRATEGY and h["regime"] == "head"
     assert health(backend)["train_mode"] == "head"
     assert f"tasks with {Settings().strategy} in" in backend.log.read_text()
     version, scores, tasks = current_scores(label_studio, project)

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from disal.config import ConfigError, Settings
+from disal.config import DEFAULT_STRATEGY, ConfigError, Settings
+from disal.strategies import make_strategy
 
 
 def test_defaults():
     s = Settings.from_env({})
-    assert s.strategy == "disal-batch:pick=centroid:embedding=features" and s.query_batch == 20
+    assert s.strategy == DEFAULT_STRATEGY and s.query_batch == 20
+    assert make_strategy(s.strategy).options.last_checkpoint_only and make_strategy(s.strategy).pick == "centroid"
     assert s.min_annotations_to_train == 1 and s.model_dir == Path("model_dir")
     assert not s.auth_enabled and not s.use_uncertainty_sampling and s.push_chunk_size == 500
 
