@@ -41,6 +41,7 @@ from .peers import make_bench_strategy
 class SimulationConfig:
     strategies: list[str]
     seeds: int = 3
+    first_seed: int = 0  # seeds first_seed .. first_seed+seeds-1: fresh seeds confirm a choice made on others
     initial: int = 20
     batch: int = 20
     rounds: int = 8
@@ -262,7 +263,7 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
         for row in rows:
             fh.write(json.dumps(row) + "\n")
         for spec in cfg.strategies:
-            for seed in range(cfg.seeds):
+            for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
                 if (names[spec], seed) in done:
                     continue
                 for row in sim.run(spec, seed):

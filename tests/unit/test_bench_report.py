@@ -160,3 +160,33 @@ def test_a_run_without_random_still_gets_its_report(tmp_path):
     report = tmp_path / "r.md"
     write_benchmarks([tmp_path / "q" / "alpha"], report, tmp_path, None, command="c")
     assert "| alpha | " in report.read_text() and "| not run | margin |" in report.read_text()
+
+
+class _Pixels:
+    """Digits' raw pixels as features: a real, deterministic encoder small enough for a unit test."""
+
+    model_id, image_size = "pixels", 8
+
+    def encode(self, images, progress=None):
+        return np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+
+
+def test_first_seed_runs_fresh_seeds_that_equal_the_same_seeds_of_a_longer_run(tmp_path):
+    """--first-seed 3 --seeds 2 runs seeds 3 and 4, and each is the run seed 3 or 4 of 0..4 would be:
+    a choice tuned on seeds 0..2 is confirmed on seeds it never saw."""
+    from disal.bench.simulator import SimulationConfig, simulate
+    from disal.bench.suite import main as suite_main
+    from disal.data import load_digits
+
+    ds = load_digits().subsample(150, 60, seed=0)
+    base = dict(strategies=["random", "margin"], initial=10, batch=5, rounds=2)
+    fresh = simulate(ds, SimulationConfig(seeds=2, first_seed=3, **base), None, tmp_path / "fresh", adapter=_Pixels())
+    whole = simulate(ds, SimulationConfig(seeds=5, **base), None, tmp_path / "whole", adapter=_Pixels())
+    assert sorted({r["seed"] for r in fresh}) == [3, 4]
+
+    def key(rows):
+        return sorted((r["strategy"], r["seed"], r["round"], r["n_labeled"], r["accuracy"]) for r in rows)
+
+    assert key(fresh) == key([r for r in whole if r["seed"] >= 3])
+    with pytest.raises(SystemExit):
+        suite_main(["--first-seed", "x"])
