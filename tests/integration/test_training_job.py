@@ -55,7 +55,8 @@ def test_real_round_trains_scores_with_disal_and_pushes(tmp_path, fake, tiny_mod
         t0 = time.perf_counter()
         r = client.post("/webhook", json=annotation_event(fake, 12))
         webhook_s = time.perf_counter() - t0
-        assert r.status_code == 201 and webhook_s < 0.1
+        # the webhook answers once the job is recorded, not trained (its time is printed below, not asserted)
+        assert r.status_code == 201 and r.get_json()["status"] == "queued", r.get_json()
         assert model.jobs.wait_idle(1, 120)
         assert calls == []  # the feature cache served every text: nothing re-encoded
 
@@ -69,16 +70,21 @@ def test_real_round_trains_scores_with_disal_and_pushes(tmp_path, fake, tiny_mod
         scores = np.array(sorted(p["score"] for p in preds.values()))
         assert scores[0] == 0.0 and scores[-1] == 1.0 and len(np.unique(scores)) == 48
 
-        # the pushed priorities are DISAL's order: recompute DISAL on the saved version and compare
+        # the pushed priorities are the default strategy's queue: recompute it on the saved version and compare
+        # every task's priority (QUERY_BATCH centroid picks of the DISAL candidates first, then the DISAL score)
+        from disal.queue import priorities_from_selection
         from disal.scoring import head_scoring_inputs
         from disal.strategies import make_strategy
 
         ids = sorted(preds)
         feats = np.stack([model.encoder.cache.get(i) for i in ids])
-        strategy = make_strategy("disal")
-        raw = strategy.score(head_scoring_inputs(np.asarray(ids), feats, v.head, v.trajectory, strategy=strategy))
-        best = ids[int(np.argmax(raw))]
-        assert preds[best]["score"] == 0.0
+        lab = np.stack([model.encoder.cache.get(i) for i in range(1, 13)])
+        s = model.settings
+        strategy = make_strategy(s.strategy)
+        inputs = head_scoring_inputs(np.asarray(ids), feats, v.head, v.trajectory, labeled_features=lab,
+                                     strategy=strategy, multi_label=False, seed=s.seed)
+        expected = priorities_from_selection(strategy.select(inputs, min(len(ids), s.query_batch), seed=s.seed))
+        assert {t: round(p["score"], 6) for t, p in preds.items()} == {t: round(x, 6) for t, x in expected.items()}
 
         # /predict for one task, and for a batch
         t0 = time.perf_counter()
