@@ -375,10 +375,14 @@ if not i then return false end
 redis.call('HSET', KEYS[2], i, ARGV[1])
 return i
 """
+# The `done` hash is created by the first finished shard, and the `open` list again by a reopened one
+# after its last shard was claimed (Redis deletes an empty list): each gets the board's TTL then, since an
+# EXPIRE at posting time only reaches keys that exist.
 _FINISH_SHARD = """
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 return 1
 """
 _REOPEN_SHARD = """
@@ -386,6 +390,7 @@ local held = redis.call('HGET', KEYS[1], ARGV[1])
 if not held or cjson.decode(held)['owner'] ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], ARGV[1])
+if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
 return 1
 """
 BOARD_TTL_S = 86400  # a board whose job died and was never closed disappears after a day
@@ -517,11 +522,11 @@ class RedisJobStore(JobStore):
     def finish_shard(self, board: str, index: int, result: dict) -> bool:
         _, claimed, done = self._board_keys(board)
         return bool(self._finish_shard(keys=[claimed, done, self._k("boards")],
-                                       args=[index, json.dumps(result), board]))
+                                       args=[index, json.dumps(result), board, BOARD_TTL_S]))
 
     def reopen_shard(self, board: str, index: int, owner: str) -> bool:
         open_, claimed, _ = self._board_keys(board)
-        return bool(self._reopen_shard(keys=[claimed, open_], args=[index, owner]))
+        return bool(self._reopen_shard(keys=[claimed, open_], args=[index, owner, BOARD_TTL_S]))
 
     def board_state(self, board: str) -> dict:
         open_, claimed, done = self._board_keys(board)

@@ -169,3 +169,21 @@ def test_a_dead_workers_shard_is_reopened_only_by_its_owner_and_a_closed_board_t
     assert not store.finish_shard("b2", 2, {"failed": {}})  # the job closed it: a late helper changes nothing
     assert store.claim_shard("b2", "w3") is None
     assert store.board_state("b2") == {"open": 0, "claimed": {}, "done": {}}
+
+
+def test_every_key_of_a_redis_board_expires_even_those_made_after_it_was_posted(redis_server):
+    """A board whose job died and that nobody closed must not stay in Redis forever: the `done` hash
+    (made by the first finished shard) and an `open` list remade by a reopened shard get the board's TTL."""
+    from disal.job_store import BOARD_TTL_S
+
+    s = RedisJobStore(redis_server.url, prefix=f"t{time.time_ns()}")
+    try:
+        s.post_board("b3", {"project": 7}, 2)
+        assert [s.claim_shard("b3", "w1"), s.claim_shard("b3", "w1")] == [0, 1]  # the open list is now gone
+        assert s.finish_shard("b3", 0, {"failed": {}})
+        assert s.reopen_shard("b3", 1, "w1")
+        keys = s._board_keys("b3")
+        ttls = {k.rsplit(":", 1)[1]: s.r.ttl(k) for k in keys}
+        assert all(0 < t <= BOARD_TTL_S for t in ttls.values()), ttls
+    finally:
+        s.close()
