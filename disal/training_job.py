@@ -801,6 +801,8 @@ class TrainingJob:
                 done[0] += len(chunk)
                 ctx.progress(done[0], len(keep))
             io.encoder.cache.save()
+            log.info("project %s: %d new tasks encoded in %.1fs (%.0f tasks/s), %d skipped", project_id, len(keep),
+                     time.time() - t0, len(keep) / max(time.time() - t0, 1e-9), len(failed))
             if failed:
                 log_skipped(project_id, "new", keep, failed, [], self.metrics)
             keep, feats = [t for t, k in zip(keep, ok) if k], feats[ok]

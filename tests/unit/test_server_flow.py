@@ -6,6 +6,8 @@ Label Studio down; restart; multi-label; MIN_ANNOTATIONS_TO_TRAIN; uncertainty s
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 from pathlib import Path
 
@@ -115,23 +117,27 @@ def test_one_class_stays_cold_start_and_health_says_so(backend, fake):
     assert health["cold_start"] is True and "fewer than 2 classes" in health["note"]
 
 
-def test_tasks_created_scores_only_the_new_tasks_with_the_current_version(backend, fake):
+def test_tasks_created_scores_only_the_new_tasks_with_the_current_version(backend, fake, caplog):
     client, model = backend
     connect(client, model, fake)
     annotate_and_notify(client, model, fake, list(range(1, 10)))
     version = fake.project["model_version"]
     before = len(fake.predictions)
     new_ids = fake.add_tasks(["football goal win match", "bank profit shares market"], start_id=100)
-    r = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
-                                      "tasks": [fake.tasks[i] for i in new_ids]})
-    assert r.status_code == 201
-    assert model.jobs.wait_idle(1, 30)
+    with caplog.at_level(logging.INFO, "disal.training_job"):
+        r = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
+                                          "tasks": [fake.tasks[i] for i in new_ids]})
+        assert r.status_code == 201
+        assert model.jobs.wait_idle(1, 30)
     assert len(fake.predictions) == before + 2
     preds = fake.predictions_of(version)
     assert all(0.0 <= preds[i]["score"] <= 1.0 for i in new_ids)
     assert fake.project["model_version"] == version  # no retraining for new tasks
     assert model.store(1).load_scored()[100] == version
     assert client.get("/health").get_json()["projects"]["1"]["job"]["last_job"]["outcome"] == "new tasks: pushed"
+    # what an operator reads: the encoding, with its count and rate, then the push
+    assert re.search(r"project 1: 2 new tasks encoded in \S+s \(\d+ tasks/s\), 0 skipped", caplog.text), caplog.text
+    assert f"project 1: pushed 2 new-task predictions of {version}" in caplog.text
     # the same event again is idempotent
     client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1},
                                   "tasks": [fake.tasks[i] for i in new_ids]})
