@@ -2,7 +2,7 @@
 
 Runs the simulator (frozen encoder + linear head, cached features) once per dataset with one
 strategy list, then writes the report (tables, learning curves, paired tests) with
-`disal.bench.suite_report`. Two presets:
+`disal.bench.suite_report`. Three presets:
 
 - quick (`make bench`): 4 datasets, DISAL beside random, the strongest baselines and two peers,
   3 seeds, shorter budgets. Minutes on a 2-core CPU once features are cached.
@@ -13,6 +13,8 @@ strategy list, then writes the report (tables, learning curves, paired tests) wi
   (margin, BADGE, PowerBALD) and scikit-activeml's DropQuery, FALCUN, TypiClust and ProbCover, 10
   seeds, on BBC, R8 and R52; `--train-mode mlp` for the non-convex regime and `--batch 5` for the
   annotator regime (the same label budget in 4x the rounds). Paired t-tests with Holm's correction.
+  Its report is about the backend's default STRATEGY (`--subject` names another); `--first-seed 10`
+  reruns it on seeds no choice was made on.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ PRESETS = {
                      "baal:bald"), seeds=3, text_rounds=8, image_rounds=12),
     # images: 3 seeds, because their 1,280-d head rounds cost ~3x the text ones on 2 cores
     "full": Preset(DISAL_ABLATIONS + BASELINES + PEERS, seeds=5, text_rounds=10, image_rounds=15, image_seeds=3),
-    "v2": Preset((DEFAULT_STRATEGY, "disal", "disal-batch", "static_influence",
-                  "random", "margin", "badge", "baal:powerbald", "skactiveml:dropquery", "skactiveml:falcun", "skactiveml:typiclust", "skactiveml:probcover"),
+    "v2": Preset((DEFAULT_STRATEGY, "disal", "disal-batch", "static_influence", "random", "margin", "badge",
+                  "baal:powerbald", "skactiveml:dropquery", "skactiveml:falcun", "skactiveml:typiclust",
+                  "skactiveml:probcover"),
                  seeds=10, text_rounds=8, image_rounds=12, image_seeds=5, datasets=("bbc", "r8", "r52")),
 }
 
