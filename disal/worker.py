@@ -74,16 +74,26 @@ def main(argv: list[str] | None = None) -> int:
 class EmbeddedWorkers:
     """WORKERS worker processes beside gunicorn's web process (gunicorn.conf.py's hooks)."""
 
-    def __init__(self, count: int, env: dict | None = None) -> None:
+    #: a worker stopped by a signal (exit 0, or killed by SIGTERM / SIGINT) is restarted only after this wait:
+    #: Ctrl-C or a SIGTERM to the process group reaches the workers before gunicorn's on_exit hook says the
+    #: server is stopping, and a worker started then would only load its models to be stopped again
+    SIGNALLED_RESTART_WAIT_S = 5.0
+
+    def __init__(self, count: int, env: dict | None = None, command: list[str] | None = None) -> None:
         self.count = count
         self.env = dict(env or os.environ)
+        self.command = command or [sys.executable, "-m", "disal.worker", "--parent", str(os.getpid())]
         self.procs: list[subprocess.Popen | None] = [None] * count
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
+        self._exited_at: dict[int, float] = {}
+        self._lock = threading.Lock()  # a restart and stop() never interleave: no worker started after stop
 
     def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen([sys.executable, "-m", "disal.worker", "--parent", str(os.getpid())],
-                                         cwd=str(ROOT), env=self.env)
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self.procs[i] = subprocess.Popen(self.command, cwd=str(ROOT), env=self.env)
         log.info("started job worker %d/%d (pid %d)", i + 1, self.count, self.procs[i].pid)
 
     def start(self) -> "EmbeddedWorkers":
@@ -95,15 +105,31 @@ class EmbeddedWorkers:
         return self
 
     def _supervise(self) -> None:
-        while not self._stopping.wait(1.0):
-            for i, p in enumerate(self.procs):
-                if p is not None and p.poll() is not None and not self._stopping.is_set():
-                    log.error("job worker pid %d exited with %s; starting another (its job, if any, runs "
-                              "again once its lease ends)", p.pid, p.returncode)
-                    self._spawn(i)
+        while not self._stopping.wait(0.5):
+            self.check()
+
+    def check(self) -> None:
+        """Restart every worker that exited: a crash at once, one stopped by a signal after
+        SIGNALLED_RESTART_WAIT_S unless the server is stopping by then (shutdown is not a fault)."""
+        for i, p in enumerate(self.procs):
+            if p is None or p.poll() is None or self._stopping.is_set():
+                continue
+            signalled = p.returncode in (0, -signal.SIGTERM, -signal.SIGINT)
+            if not signalled:
+                log.error("job worker pid %d exited with %s; starting another (its job, if any, runs "
+                          "again once its lease ends)", p.pid, p.returncode)
+            else:
+                first = self._exited_at.setdefault(p.pid, time.time())
+                if time.time() - first < self.SIGNALLED_RESTART_WAIT_S:
+                    continue
+                log.warning("job worker pid %d was stopped (exit %s) while the server runs; starting another",
+                            p.pid, p.returncode)
+            self._exited_at.pop(p.pid, None)
+            self._spawn(i)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
+        with self._lock:
+            self._stopping.set()
         for p in self.procs:
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
