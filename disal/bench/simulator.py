@@ -254,11 +254,16 @@ def simulate(ds, cfg: SimulationConfig, model: str | None, out: Path, max_length
         sim = FinetuneSimulation(adapter, ds, cfg)
         full_acc = None
     names = {spec: make_bench_strategy(spec, **cfg.disal_options).name for spec in cfg.strategies}
-    rows = ([r for r in completed_runs(out / "results.jsonl", cfg.rounds) if r["strategy"] in names.values()]
-            if resume else [])
+    # resume keeps every complete run in the folder, also of strategies this call does not list: a rerun with
+    # a shorter --strategies adds to the results instead of silently dropping finished work
+    rows = completed_runs(out / "results.jsonl", cfg.rounds) if resume else []
     done = {(r["strategy"], r["seed"]) for r in rows}
     if rows:
         print(f"resuming: {len(done)} (strategy, seed) runs already complete in {out / 'results.jsonl'}", flush=True)
+        others = sorted({s for s, _ in done} - set(names.values()))
+        if others:
+            print(f"resuming: also keeping the complete runs of {', '.join(others)} (not in this run's strategies)",
+                  flush=True)
     with open(out / "results.jsonl", "w") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")

@@ -190,3 +190,18 @@ def test_first_seed_runs_fresh_seeds_that_equal_the_same_seeds_of_a_longer_run(t
     assert key(fresh) == key([r for r in whole if r["seed"] >= 3])
     with pytest.raises(SystemExit):
         suite_main(["--first-seed", "x"])
+
+
+def test_resume_with_fewer_strategies_keeps_the_other_strategies_complete_runs(tmp_path, capsys):
+    """--resume --strategies <one more> adds to a folder: the runs already there stay, whatever the list."""
+    from disal.bench.simulator import SimulationConfig, simulate
+    from disal.data import load_digits
+
+    ds = load_digits().subsample(150, 60, seed=0)
+    base = dict(seeds=1, initial=10, batch=5, rounds=2)
+    first = simulate(ds, SimulationConfig(strategies=["random", "margin"], **base), None, tmp_path, adapter=_Pixels())
+    again = simulate(ds, SimulationConfig(strategies=["margin"], **base), None, tmp_path, adapter=_Pixels(),
+                     resume=True)
+    assert "also keeping the complete runs of random" in capsys.readouterr().out
+    on_disk = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(map(json.dumps, on_disk)) == sorted(map(json.dumps, first)) == sorted(map(json.dumps, again))
