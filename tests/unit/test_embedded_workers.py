@@ -20,15 +20,10 @@ SLEEPER = [sys.executable, "-c", "import signal, sys, time; signal.signal(signal
                                  "time.sleep(120)"]
 
 
-def wait_exit(p, timeout: float = 10.0) -> None:
-    p.wait(timeout)
-
-
 @pytest.fixture
 def workers(monkeypatch):
     monkeypatch.setattr(EmbeddedWorkers, "SIGNALLED_RESTART_WAIT_S", 1.0)
     w = EmbeddedWorkers(1, command=SLEEPER)
-    w.procs = [None]
     yield w
     w.stop(timeout=5)
 
@@ -37,7 +32,7 @@ def test_a_crash_is_restarted_at_once_and_says_so(workers, caplog):
     workers._spawn(0)
     first = workers.procs[0]
     first.kill()
-    wait_exit(first)
+    first.wait(10)
     with caplog.at_level(logging.INFO, "disal.worker"):
         workers.check()
     assert workers.procs[0] is not first and workers.procs[0].poll() is None
@@ -48,7 +43,7 @@ def test_a_signalled_stop_during_shutdown_starts_nothing_and_logs_no_error(worke
     workers._spawn(0)
     first = workers.procs[0]
     first.send_signal(signal.SIGTERM)  # as a SIGTERM to the process group does, before on_exit runs
-    wait_exit(first)
+    first.wait(10)
     with caplog.at_level(logging.INFO, "disal.worker"):
         workers.check()  # within the wait: not restarted yet
         assert workers.procs[0] is first
@@ -63,7 +58,7 @@ def test_a_signalled_stop_while_the_server_runs_is_restarted_after_the_wait(work
     workers._spawn(0)
     first = workers.procs[0]
     first.send_signal(signal.SIGTERM)
-    wait_exit(first)
+    first.wait(10)
     with caplog.at_level(logging.INFO, "disal.worker"):
         workers.check()
         assert workers.procs[0] is first

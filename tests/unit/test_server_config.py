@@ -13,7 +13,8 @@ from disal.strategies import make_strategy
 def test_defaults():
     s = Settings.from_env({})
     assert s.strategy == DEFAULT_STRATEGY and s.query_batch == 20
-    assert make_strategy(s.strategy).options.last_checkpoint_only and make_strategy(s.strategy).pick == "centroid"
+    default = make_strategy(s.strategy)
+    assert default.options.last_checkpoint_only and default.pick == "centroid"
     assert s.min_annotations_to_train == 1 and s.model_dir == Path("model_dir")
     assert not s.auth_enabled and not s.use_uncertainty_sampling and s.push_chunk_size == 500
 
