@@ -390,7 +390,7 @@ class DisalModel:
             for line in why:
                 log.warning("project %s: predict: %s", project_id, line)
             raise RequestError(422, "predict: " + "; ".join(why[:20]) + (f" (and {len(why) - 20} more)" if len(why) > 20 else ""))
-        priorities, probs = self.job.place(version, ids, res.features)
+        priorities, probs = self.job.place(version, ids, res.features, inputs=texts)  # top-N reads the texts
         out_spec = version.spec
         results = [prediction_for(None, out_spec, float(priorities[i]), version.name,
                                   None if probs is None else probs[i]) for i in range(len(tasks))]
@@ -487,6 +487,9 @@ class DisalModel:
                              classes=v.meta.get("classes"), task_type=v.spec.task_type,
                              regime=v.meta.get("regime") or ("head" if v.kind == "head" else None),
                              encoder=v.meta.get("encoder"))
+                for key in ("hidden_cache", "regime_note"):  # top-N: its cache's size; why a project trains the head
+                    if v.meta.get(key):
+                        entry[key] = v.meta[key]
                 skipped = v.meta.get("skipped") or {}
                 if skipped.get("count"):  # tasks whose input (an image) could not be read: named, with why
                     entry["skipped_tasks"] = skipped

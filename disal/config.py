@@ -118,11 +118,14 @@ class Settings:
     setup_verify_timeout_s: float = 2.0  # Label Studio gives /setup 3 s (ML_TIMEOUT_SETUP)
     first_queue_seconds: float = 20.0  # encoding before a project's first queue is pushed over what is encoded
     refine_growth: float = 4.0  # later pushes of that first round wait for this many times more encoded tasks
-    # the training regime (disal.training.regimes): head (linear, the default) or mlp (one hidden layer)
+    # the training regime (disal.training.regimes): head (linear, the default), mlp (one hidden layer) or
+    # top-N (the text encoder's last N blocks + head, from hidden states cached per task)
     train_mode: str = "head"
     warm_start: bool = False  # theta_0 of a round = the previous round's model (same regime and labels)
     mlp_hidden: int = 256
     mlp_lr: float = 0.003
+    hidden_cache_max_mb: int = 4096  # top-N: a project's hidden states held in memory, at most
+    hidden_cache_max_disk_mb: int = 16384  # top-N: ... and kept on disk in its folder, at most
     device: str = "auto"  # where encoders and heads run: auto (CUDA when present), cpu, cuda, cuda:N
     # what computes the text encoder's features on a CPU (disal.training.onnx_features): onnx, torch, or
     # auto (onnx where it loads, else torch, saying why)
@@ -156,11 +159,17 @@ class Settings:
             make_strategy(self.strategy)
         except ValueError as exc:
             raise ConfigError(f"STRATEGY={self.strategy!r}: {exc}") from None
-        from .training.regimes import REGIME_NAMES
+        from .training.regimes import REGIME_NAMES, is_regime
 
-        if self.train_mode not in REGIME_NAMES:
+        if not is_regime(self.train_mode):
             raise ConfigError(f"TRAIN_MODE={self.train_mode!r} is not a regime the backend offers: "
-                              f"{', '.join(REGIME_NAMES)}")
+                              f"{', '.join(REGIME_NAMES)} (N >= 1)")
+        base = self.strategy.split(":", 1)[0].strip().lower()
+        if self.train_mode.startswith("top-") and base in ("badge", "coreset"):
+            raise ConfigError(f"STRATEGY={self.strategy!r} with TRAIN_MODE={self.train_mode}: BADGE and CoreSet place "
+                              "a new task by its distance to the queue's centre tasks in the model's feature space, "
+                              "which top-N would have to re-encode from their texts; use TRAIN_MODE=head or mlp "
+                              "with them, or a DISAL, margin, entropy or BALD strategy with top-N")
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
             raise ConfigError(f"DEVICE={self.device!r}: use cpu, cuda, cuda:N or auto")
         if self.encoder_runtime not in ("auto", "onnx", "torch"):
@@ -232,6 +241,8 @@ class Settings:
             warm_start=_bool(env, "WARM_START", d.warm_start),
             mlp_hidden=_int(env, "MLP_HIDDEN", d.mlp_hidden, 2),
             mlp_lr=_float(env, "MLP_LR", d.mlp_lr, 1e-6),
+            hidden_cache_max_mb=_int(env, "HIDDEN_CACHE_MAX_MB", d.hidden_cache_max_mb, 1),
+            hidden_cache_max_disk_mb=_int(env, "HIDDEN_CACHE_MAX_DISK_MB", d.hidden_cache_max_disk_mb, 1),
             device=(_str(env, "DEVICE", d.device) or d.device).lower(),
             encoder_runtime=(_str(env, "ENCODER_RUNTIME", d.encoder_runtime) or d.encoder_runtime).lower(),
             onnx_dir=Path(v) if (v := _str(env, "ONNX_DIR")) else None,
@@ -311,8 +322,14 @@ ENV_DOC = {
     "REQUEST_TIMEOUT_S": "a client must send its request within this many seconds, or its connection is closed "
                          "(default 5): slow or half-open clients cannot hold the server's threads",
     "SETUP_VERIFY_TIMEOUT_S": "how long /setup waits for Label Studio to confirm the project exists (default 2)",
-    "TRAIN_MODE": "what is trained on the frozen features: head (a linear head, default) or mlp (one hidden layer of "
-                  "MLP_HIDDEN units, non-convex training; what it changes is measured in docs/benchmarks.md)",
+    "TRAIN_MODE": "what is trained: head (a linear head on the frozen features, default), mlp (one hidden layer of "
+                  "MLP_HIDDEN units, non-convex training) or top-N (text projects: the encoder's last N blocks + a "
+                  "head, fine-tuned from hidden states cached per task; image projects train the head and /health "
+                  "says so). What each changes and costs is in docs/benchmarks.md",
+    "HIDDEN_CACHE_MAX_MB / HIDDEN_CACHE_MAX_DISK_MB": "top-N: a project's cached hidden states, at most this much in "
+                                                      "memory (default 4096) and on disk in MODEL_DIR/projects/<id>/"
+                                                      "hidden-top-N (default 16384); a round that would pass either "
+                                                      "fails naming the setting, and the current queue keeps serving",
     "WARM_START": "start each round at the previous round's model (same regime and label set; default false)",
     "MLP_HIDDEN / MLP_LR": "the mlp regime's hidden units (default 256) and AdamW learning rate (default 0.003)",
     "DEVICE": "where the encoders and heads run: auto (default: CUDA when present, else the CPU), cpu, cuda, cuda:N",

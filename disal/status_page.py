@@ -91,7 +91,8 @@ def _project_html(p: dict) -> str:
     if v is None:
         rows.append(("model version", "none yet: the first queue is being built"))
     else:
-        regime = REGIMES.get(v["regime"], v["regime"])
+        regime = REGIMES.get(v["regime"]) or (f'text encoder\'s last {v["regime"][4:]} block(s) + linear head, '
+                                              "fine-tuned" if str(v["regime"]).startswith("top-") else v["regime"])
         kind = "cold start (CoreSet diversity: fewer than 2 classes labeled)" if v["kind"] == "coldstart" else v["kind"]
         rows += [("model version", f'<code>{_e(v["name"])}</code>'),
                  ("regime", f'{_e(v["regime"])} <span class="muted">({_e(regime)})</span>'),

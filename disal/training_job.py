@@ -5,8 +5,9 @@ One job (run by the project's worker thread, see disal.jobs):
     fetch labeled tasks -> labels by task id (skipped/empty annotations and unknown labels dropped)
     -> features from the project type's frozen encoder (disal.tasks: text or images; cached per task id
        + content hash; an unreadable image is skipped with a log line naming the task)
-    -> train the TRAIN_MODE regime on them (disal.training.regimes: a linear head, or an MLP; WARM_START from
-       the previous round's model), recording the trajectory
+    -> train the TRAIN_MODE regime on them (disal.training.regimes: a linear head, an MLP, or the text
+       encoder's top N blocks from hidden states cached per task; WARM_START from the previous round's
+       model), recording the trajectory
     -> fetch unlabeled tasks -> score them (the regime's scoring inputs + make_strategy(STRATEGY))
     -> save the version atomically -> push predictions in chunks, PATCH project.model_version,
        delete older versions' predictions, ensure the "DISAL queue" view, optional sampling
@@ -28,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -50,7 +52,8 @@ from .strategies.influence import probabilities
 from .tasks import Encoded, Encoders, FeatureEncoder, TaskModule, module_for
 from .tasks.text_classification import TextEncoder
 from .training.head import HeadConfig, head_logits
-from .training.regimes import Regime, make_regime
+from .training.hidden_cache import HiddenStateCache
+from .training.regimes import HeadRegime, Regime, TaskStates, make_regime
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,7 @@ class _Round:
         self.meta, self.note, self.total = meta, note, total
         self.io = io
         self.skipped = skipped  # grows while a progressive round encodes: each version records it so far
+        self.inputs: dict[int, object] = {}  # task id -> its input, for a regime that reads hidden states
 
     def note_for(self, partial: dict | None) -> str:
         return f"{partial_note(partial['encoded'], partial['total'])}; {self.note}" if partial else self.note
@@ -170,9 +174,16 @@ class _Round:
         probs_by_id = None
         if n:
             if self.kind == "head":
-                inputs = job.regime_of(self.meta).scoring_inputs(np.asarray(pool_ids), pool_feats, self.head,
-                                                                 self.traj, lab_feats, strategy, spec.multi_label,
-                                                                 s.seed)
+                regime = job.regime_of(self.meta)
+                states = None
+                if regime.reads_states:
+                    states = job.task_states(store, self.io, regime, pool_ids, [self.inputs[t] for t in pool_ids],
+                                             ctx, what="pool")
+                    meta["hidden_cache"] = job.hidden_cache_summary(states.cache)
+                    ctx.set_state("scoring", 0, n, note=self.note_for(partial))
+                inputs = regime.scoring_inputs(np.asarray(pool_ids), pool_feats, self.head, self.traj, lab_feats,
+                                               strategy, spec.multi_label, s.seed, labeled_ids=lab_ids,
+                                               states=states)
                 probs_by_id = {t: inputs.probs[i] for i, t in enumerate(pool_ids)}
             else:
                 from .strategies import ScoringInputs
@@ -236,6 +247,47 @@ class TrainingJob:
         # a served head is shared by request threads; BALD's MC dropout flips it to train mode for a
         # moment, so head computations on a served version take turns (each takes milliseconds)
         self._head_lock = threading.Lock()
+        # top-N: each project's hidden-state cache (on disk in its folder); the last few stay in memory
+        self._hidden_caches: OrderedDict[tuple, HiddenStateCache] = OrderedDict()
+        self._hidden_lock = threading.Lock()
+
+    HIDDEN_CACHES_IN_MEMORY = 2
+
+    def hidden_cache(self, store: ProjectStore, regime: Regime) -> HiddenStateCache:
+        """The project's cache of hidden states for `regime` (top-N), bounded by HIDDEN_CACHE_MAX_MB /
+        HIDDEN_CACHE_MAX_DISK_MB; kept in memory for the last HIDDEN_CACHES_IN_MEMORY projects."""
+        key = (str(store.dir), regime.name)
+        with self._hidden_lock:
+            cache = self._hidden_caches.pop(key, None)
+            if cache is None:
+                cache = HiddenStateCache(regime.top_blocks, folder=store.dir / f"hidden-{regime.name}",
+                                         max_bytes=self.settings.hidden_cache_max_mb * 1024**2,
+                                         max_disk_bytes=self.settings.hidden_cache_max_disk_mb * 1024**2)
+            self._hidden_caches[key] = cache
+            while len(self._hidden_caches) > self.HIDDEN_CACHES_IN_MEMORY:
+                self._hidden_caches.popitem(last=False)  # its files stay: the next round reloads them
+            return cache
+
+    def task_states(self, store: ProjectStore | None, io: TaskIO, regime: Regime, ids: Sequence, inputs: Sequence,
+                    ctx: JobContext | None = None, what: str = "labeled") -> TaskStates:
+        """TaskStates for a regime that reads hidden states: the project's cache filled for `ids` (a
+        transient in-memory cache when `store` is None: /predict tasks may have no id)."""
+        if store is None:
+            cache = HiddenStateCache(regime.top_blocks, max_bytes=self.settings.hidden_cache_max_mb * 1024**2)
+        else:
+            cache = self.hidden_cache(store, regime)
+        if ctx is not None:
+            ctx.set_state("encoding", 0, len(ids), note=f"hidden states below the top {regime.top_blocks} block(s) "
+                                                          f"of {len(ids):,} {what} texts")
+        t0 = time.time()
+        io.encoder.fill_hidden_cache(cache, list(ids), list(inputs), progress=ctx.progress if ctx else None)
+        self._observe("encode", t0)
+        return TaskStates(io.encoder.adapter, cache)
+
+    @staticmethod
+    def hidden_cache_summary(cache: HiddenStateCache) -> dict:
+        return {"tasks": len(cache), "mb": round(cache.nbytes / 1e6, 1),
+                "bytes_per_task": round(cache.bytes_per_task()), "max_mb": round(cache.max_bytes / 1024**2)}
 
     def encoder_runtime(self) -> dict[str, str | None]:
         """What computes each loaded encoder's features (ONNX Runtime or torch, and why), for /health."""
@@ -480,12 +532,21 @@ class TrainingJob:
                 index = spec.index()
                 targets = np.asarray([index[labels[t][0]] for t in lab_ids], dtype=np.int64)
             regime = self.regime
+            why = regime.unsupported(io.encoder)
+            if why:  # e.g. top-N on an image project: said in the log, /health and the version's meta
+                log.warning("project %s: %s", project_id, why)
+                meta["regime_note"] = why
+                regime = HeadRegime()
+            states = None
+            if regime.reads_states:
+                states = self.task_states(store, io, regime, lab_ids, [texts[t] for t in lab_ids], ctx)
+                ctx.set_state("training", note=f"training {regime.name} on {len(lab_ids)} labels")
             init = None
             if s.warm_start and current is not None and current.has_classifier and current.spec == spec:
                 init = regime.warm_start(current.head, current.meta.get("regime") or "head", lab_feats.shape[1],
                                          spec.num_labels)
             head, traj = regime.train(lab_feats, targets, spec.num_labels, spec.multi_label, self.head_config,
-                                      seed=s.seed, init=init, device=s.device)
+                                      seed=s.seed, init=init, device=s.device, ids=lab_ids, states=states)
             self._observe("train", t0)
             log.info("project %s: %s trained on %d labels (%d classes) in %.2fs%s", project_id, regime.name,
                      len(lab_ids), len(classes), time.time() - t0,
@@ -504,6 +565,7 @@ class TrainingJob:
 
         round_ = _Round(self, project_id, ctx, store, ls, spec, kind, head, traj, lab_ids, lab_feats, label_rows,
                         meta, note, total, io, skipped)
+        round_.inputs = {**dict(zip(pool_ids, pool_texts)), **{t: texts[t] for t in lab_ids}}
         if not progressive:
             version, warnings = round_.publish(pool_ids, pool_feats, None)
             summary_extra: dict = {}
@@ -515,6 +577,8 @@ class TrainingJob:
         if self.metrics:
             self.metrics.trainings.labels(str(project_id), kind).inc()
             self.metrics.labeled.labels(str(project_id)).set(len(lab_ids))
+        if meta.get("regime_note"):
+            warnings = [meta["regime_note"]] + warnings
         return {"outcome": "pushed", "version": version.name, "kind": kind, "labels": len(lab_ids),
                 "pool": len(version.priority), "cold_start": kind == "coldstart", "warnings": warnings,
                 **summary_extra}
@@ -787,6 +851,7 @@ class TrainingJob:
             except TaskInputError as exc:
                 log.warning("project %s: new %s: not scored", project_id, exc)
         t0 = time.time()
+        inputs_by_id = dict(zip(keep, texts))
         if keep:
             # one chunk when this worker encodes alone; shards for every live worker on a large import
             feats = np.zeros((len(keep), io.encoder.dim), dtype=np.float32)
@@ -808,7 +873,7 @@ class TrainingJob:
             keep, feats = [t for t, k in zip(keep, ok) if k], feats[ok]
         if not keep:
             return {"outcome": "no scorable tasks", "tasks": 0}
-        priorities, probs = self.place(version, keep, feats)
+        priorities, probs = self.place(version, keep, feats, inputs=[inputs_by_id[t] for t in keep], store=store)
         self._observe("score", t0)
         ctx.set_state("pushing", 0, len(keep))
         preds = predictions_for(keep, version.spec, dict(zip(keep, priorities)), version.name,
@@ -821,22 +886,35 @@ class TrainingJob:
         return {"outcome": "pushed", "tasks": len(keep), "version": version.name}
 
     # -- placing tasks into an existing queue (also used by /predict) ------------------------------
-    def place(self, version: ModelVersion, task_ids: Sequence[int | None], feats: np.ndarray
+    def place(self, version: ModelVersion, task_ids: Sequence[int | None], feats: np.ndarray,
+              inputs: Sequence | None = None, store: ProjectStore | None = None
               ) -> tuple[np.ndarray, np.ndarray | None]:
         """(priorities, probabilities or None) for tasks scored against `version`'s queue.
 
         Tasks the version already ranked keep their pushed priority; others get a raw score from
-        the version's strategy and are placed by `priority_from_reference`.
+        the version's strategy and are placed by `priority_from_reference`. A top-N version reads
+        the tasks' `inputs` (their hidden states: cached in the project's cache when `store` is given
+        and every task has an id, else in a transient one).
         """
+        regime = self.regime_of(version.meta)
+        states, keys = None, np.arange(len(task_ids))
+        if version.has_classifier and regime.reads_states:
+            if inputs is None:
+                raise ValueError(f"{version.name} is a {regime.name} version: placing tasks needs their texts")
+            keyed = store is not None and all(t is not None for t in task_ids)
+            if keyed:
+                keys = np.asarray([int(t) for t in task_ids])
+            io = self.task_io(version.spec, None)
+            states = self.task_states(store if keyed else None, io, regime, keys.tolist(), inputs, what="new")
         with self._head_lock:
-            return self._place(version, task_ids, feats)
+            return self._place(version, task_ids, feats, regime, keys, states)
 
-    def _place(self, version: ModelVersion, task_ids: Sequence[int | None], feats: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _place(self, version: ModelVersion, task_ids: Sequence[int | None], feats: np.ndarray, regime: Regime,
+               keys: np.ndarray, states: TaskStates | None) -> tuple[np.ndarray, np.ndarray | None]:
         feats = np.asarray(feats, dtype=np.float32)
         probs = None
         if version.has_classifier:
-            probs = probabilities(head_logits(version.head, feats).astype(np.float64), version.spec.multi_label)
+            probs = probabilities(regime.logits(version.head, feats, keys, states), version.spec.multi_label)
         out = np.empty(len(task_ids))
         todo = []
         for i, tid in enumerate(task_ids):
@@ -845,7 +923,8 @@ class TrainingJob:
             else:
                 todo.append(i)
         if todo:
-            raw = self.raw_scores(version, feats[todo], probs[todo] if probs is not None else None)
+            raw = self.raw_scores(version, feats[todo], probs[todo] if probs is not None else None, keys[todo],
+                                  states)
             out[todo] = priority_from_reference(raw, version.reference_scores())
         return out, probs
 
@@ -855,7 +934,8 @@ class TrainingJob:
         return self.regime if name == self.regime.name else make_regime(name, self.settings.mlp_hidden,
                                                                          self.settings.mlp_lr)
 
-    def raw_scores(self, version: ModelVersion, feats: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
+    def raw_scores(self, version: ModelVersion, feats: np.ndarray, probs: np.ndarray | None,
+                   keys: np.ndarray | None = None, states: TaskStates | None = None) -> np.ndarray:
         base = "coreset" if version.kind == "coldstart" else _strategy_base(version.meta.get("strategy", "disal"))
         regime = self.regime_of(version.meta)
         if base in ("coreset", "badge"):
@@ -880,8 +960,9 @@ class TrainingJob:
             rc, hc = badge_embedding_norms_and_gram_factors(c_probs, centres, version.spec.multi_label)
             return badge_sq_dists(r, h, rc, hc).min(axis=1)
         strategy = make_strategy(version.meta.get("strategy", self.settings.strategy))
-        inputs = regime.scoring_inputs(np.arange(len(feats)), feats, version.head, version.trajectory, None, strategy,
-                                       version.spec.multi_label, self.settings.seed)
+        keys = np.arange(len(feats)) if keys is None else keys
+        inputs = regime.scoring_inputs(keys, feats, version.head, version.trajectory, None, strategy,
+                                       version.spec.multi_label, self.settings.seed, states=states)
         try:
             return np.asarray(strategy.score(inputs), dtype=np.float64)
         except EmptyPoolError:

@@ -155,6 +155,37 @@ class TextEncoder(FeatureEncoder):
         return out
 
 
+    def fill_hidden_cache(self, cache, task_ids: Sequence, texts: Sequence[str],
+                          progress: Callable[[int, int], None] | None = None) -> int:
+        """Cache the frozen encoder's hidden states below the top-N blocks (TRAIN_MODE=top-N) for the
+        tasks not cached yet; returns how many were encoded.
+
+        Why here: the states come from this shared encoder, and its forward is hooked while they are
+        taken, so each batch holds the same lock as feature encoding (a /predict waits one batch).
+        """
+        adapter = self.adapter
+        keyed = list(zip(task_ids, texts))
+        t0 = last_log = time.time()
+        done = encoded = 0
+        bs = self.settings.encode_batch_size
+        for s in range(0, len(keyed), bs):
+            part = keyed[s: s + bs]
+            with self._run_lock:
+                encoded += cache.fill(adapter, [i for i, _ in part], [t for _, t in part], log_summary=False)
+            done += len(part)
+            if progress:
+                progress(done, len(keyed))
+            if time.time() - last_log > 10:
+                last_log = time.time()
+                log.info("hidden states: %d/%d texts (%d encoded, %.0f texts/s)", done, len(keyed), encoded,
+                         encoded / (last_log - t0))
+        if encoded:
+            log.info("hidden states below the top %d block(s): encoded %d texts (%d cached) in %.1fs at %.0f texts/s, "
+                     "%.0f MB held (%.0f KB/task)", cache.top_blocks, encoded, len(keyed) - encoded, time.time() - t0,
+                     encoded / max(time.time() - t0, 1e-9), cache.nbytes / 1e6, cache.bytes_per_task() / 1e3)
+        return encoded
+
+
 class TextClassification(TaskModule):
     name = "text_classification"
     object_tag = "Text"

@@ -133,7 +133,7 @@ class HiddenStateCache:
 
     # -- filling ---------------------------------------------------------------------------------
     def fill(self, adapter, ids: Sequence, texts: Sequence[str], progress: Progress | None = None,
-             batch_size: int | None = None) -> int:
+             batch_size: int | None = None, log_summary: bool = True) -> int:
         """Encode (or load from disk) every task not cached yet; returns how many were encoded.
 
         Raises HiddenCacheTooLargeError before encoding anything when the result would break a bound.
@@ -171,7 +171,7 @@ class HiddenStateCache:
             if old is not None and old != k:
                 self._entries.pop(old, None)  # the task's text changed: drop the stale states
             self._index[i] = k
-        if to_encode:
+        if to_encode and log_summary:
             log.info("hidden cache: encoded %d tasks below block %d in %.1fs (%.1f MB held)", len(to_encode), m,
                      time.perf_counter() - t0, self.nbytes / 1e6)
         return len(to_encode)

@@ -121,8 +121,12 @@ def _from_block(blocks: nn.ModuleList, m: int, cached: torch.Tensor):
 def logit_tangents_jvp(
     model: nn.Module, traj: Trajectory, batch: dict[str, torch.Tensor], directions: Sequence[str],
     norms: dict[str, np.ndarray] | None = None, return_features: bool = False, cache_frozen: bool = True,
+    checkpoints: Sequence[int] | None = None,
 ):
     """Logits (K+1, N, C) at each checkpoint and, per direction kind, tangents (K+1, N, C) and norms (K+1,).
+
+    `checkpoints`: only these indices (e.g. [K] for a strategy that reads the last checkpoint alone);
+    the arrays and norms then hold those checkpoints only, in that order.
 
     The model runs in eval mode (no dropout); parameters outside the trajectory keep their current
     values. `batch` holds the model's keyword inputs (e.g. input_ids, attention_mask). `norms`
@@ -133,6 +137,7 @@ def logit_tangents_jvp(
     was_training = model.training
     model.eval()
     k1 = len(traj.checkpoints)
+    which = list(range(k1)) if checkpoints is None else [int(k) % k1 for k in checkpoints]
     logits_all: list[np.ndarray] = []
     tangents = {d: [] for d in directions}
     norms = dict(norms) if norms is not None else direction_norms(traj, directions)
@@ -146,7 +151,7 @@ def logit_tangents_jvp(
     ctx = _from_block(*prefix, cached) if cached is not None else _nullctx()
     try:
         with ctx:
-            for k in range(k1):
+            for k in which:
                 primal = {n: t.to(dev, dtype) for n, t in traj.checkpoints[k].items()}
 
                 def f(p: dict[str, torch.Tensor]):
@@ -173,6 +178,11 @@ def logit_tangents_jvp(
                     feats = out[1].detach().float().cpu().numpy()
     finally:
         model.train(was_training)
+    if feats is None and return_features:  # the last checkpoint was not asked for: its features still are
+        with torch.no_grad():
+            feats = functional_call(model, {n: t.to(dev, dtype) for n, t in traj.checkpoints[-1].items()}, args=(),
+                                    kwargs=kwargs)[1].detach().float().cpu().numpy()
+    norms = {d: np.asarray(v)[which] for d, v in norms.items()}
     result = (np.stack(logits_all), {d: np.stack(v) for d, v in tangents.items()}, norms)
     return (*result, feats) if return_features else result
 

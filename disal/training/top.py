@@ -185,29 +185,39 @@ def top_outputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, batch_si
 
 
 def top_trajectory_arrays(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, traj: Trajectory,
-                          directions: Sequence[str], batch_size: int = 32):
+                          directions: Sequence[str], batch_size: int = 32, last_only: bool = False):
     """Logits (K+1, N, C), tangents {direction: (K+1, N, C)}, norms and the last checkpoint's features (N, d).
 
     One torch.func.jvp per checkpoint and direction per batch, through the top blocks only (the
     generic path of jvp.py; its in-batch frozen-prefix shortcut is moot here: nothing below runs).
-    The module's parameters are left as they were.
+    `last_only`: the last checkpoint alone (arrays of length 1), for a strategy that reads nothing
+    else; K+1 times fewer passes. The module's parameters are left as they were.
     """
     from .jvp import direction_norms, logit_tangents_jvp
 
-    k1, n = len(traj.checkpoints), len(ids)
+    k1, n = (1 if last_only else len(traj.checkpoints)), len(ids)
     c, d = int(top.classifier.head.out_features), int(top.config.hidden_size)
-    norms = direction_norms(traj, directions)
+    norms = {dr: v[-k1:] for dr, v in direction_norms(traj, directions).items()}
     logits = np.zeros((k1, n, c))
     tangents = {dr: np.zeros((k1, n, c)) for dr in directions}
     feats = np.zeros((n, d), dtype=np.float32)
     for idx, batch in cache.batches(ids, batch_size, _device(top), _dtype(top)):
-        z, t, _, h = logit_tangents_jvp(top, traj, batch, directions, norms=norms, return_features=True,
-                                        cache_frozen=False)
+        z, t, _, h = logit_tangents_jvp(top, traj, batch, directions, return_features=True, cache_frozen=False,
+                                        checkpoints=[-1] if last_only else None)
         logits[:, idx] = z
         for dr in directions:
             tangents[dr][:, idx] = t[dr]
         feats[idx] = h
     return logits, tangents, norms, feats
+
+
+def reads_last_checkpoint_only(strategy) -> bool:
+    """True for a DISAL whose score reads checkpoint K alone: last_checkpoint_only and no dynamic term
+    (whose references would read the earlier checkpoints' predictions)."""
+    from ..strategies import DISAL
+
+    opts = getattr(strategy, "options", None)
+    return isinstance(strategy, DISAL) and bool(opts.last_checkpoint_only) and opts.effective_lam == 0
 
 
 def top_scoring_inputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, traj: Trajectory,
@@ -228,9 +238,11 @@ def top_scoring_inputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, t
     inputs = ScoringInputs(ids=np.asarray(ids), multi_label=multi_label)
     if "trajectory" in want:
         directions = _directions_for(strategy) or ("accumulated",)
-        logits, tangents, norms, feats = top_trajectory_arrays(top, cache, ids, traj, directions, batch_size)
+        last_only = reads_last_checkpoint_only(strategy)
+        logits, tangents, norms, feats = top_trajectory_arrays(top, cache, ids, traj, directions, batch_size,
+                                                               last_only=last_only)
         inputs.traj_logits, inputs.traj_tangents, inputs.traj_dir_norms = logits, tangents, norms
-        inputs.traj_lrs = np.asarray(traj.lrs)
+        inputs.traj_lrs = np.asarray(traj.lrs)[-len(logits):]
         inputs.probs, inputs.features = probabilities(logits[-1], multi_label), feats
     else:
         z, feats = top_outputs(top, cache, ids, batch_size)

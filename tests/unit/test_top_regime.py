@@ -261,3 +261,34 @@ def test_top_scoring_inputs_feed_every_kind_of_strategy(bert4):
     inp = top_scoring_inputs(top, cache, pool, traj, strategy=make_strategy("disal"))
     top.load(traj.last())
     np.testing.assert_allclose(inp.features, top_outputs(top, cache, pool)[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", ["static_influence", "default", "disal:last_checkpoint_only=true:dynamic=none:lam=0"])
+def test_a_last_checkpoint_strategy_scores_the_same_from_the_last_checkpoint_alone(bert4, spec):
+    """top-N computes only checkpoint K for a DISAL that reads nothing else (K+1 times fewer jvp passes):
+    scores and the seeded selection equal those from the whole trajectory."""
+    from disal.config import DEFAULT_STRATEGY
+    from disal.strategies import make_strategy
+    from disal.training.hidden_cache import HiddenStateCache
+    from disal.training.top import (TopBlocks, reads_last_checkpoint_only, top_scoring_inputs,
+                                    top_trajectory_arrays)
+
+    ad = _adapter(bert4)
+    ids = list(range(len(TEXTS)))
+    cache = HiddenStateCache(2, dtype=torch.float32)
+    cache.fill(ad, ids, TEXTS)
+    top = TopBlocks(ad, 2)
+    traj = _random_top_trajectory(top, 4, seed=5)
+    s = make_strategy(DEFAULT_STRATEGY if spec == "default" else spec)
+    assert reads_last_checkpoint_only(s)
+    fast = top_scoring_inputs(top, cache, ids, traj, strategy=s)
+    assert fast.traj_logits.shape[0] == 1 and len(fast.traj_lrs) == 1
+    full = top_scoring_inputs(top, cache, ids, traj, strategy=s)
+    logits, tangents, norms, feats = top_trajectory_arrays(top, cache, ids, traj, (s.options.direction,))
+    full.traj_logits, full.traj_tangents, full.traj_dir_norms = logits, tangents, norms
+    full.traj_lrs, full.features = np.asarray(traj.lrs), feats
+    assert full.traj_logits.shape[0] == len(traj.checkpoints)
+    np.testing.assert_allclose(s.score(fast), s.score(full), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.features, full.features, atol=1e-6)
+    assert list(s.select(fast, 3, seed=0).selected) == list(s.select(full, 3, seed=0).selected)
+    assert not reads_last_checkpoint_only(make_strategy("disal"))

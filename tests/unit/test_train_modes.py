@@ -34,8 +34,8 @@ def retrain(client, model) -> None:
 
 
 def test_an_unknown_train_mode_is_a_config_error():
-    with pytest.raises(ConfigError, match="TRAIN_MODE='top-9' .* head, mlp"):
-        Settings.from_env({"TRAIN_MODE": "top-9"})
+    with pytest.raises(ConfigError, match="TRAIN_MODE='finetune' .* head, mlp, top-N"):
+        Settings.from_env({"TRAIN_MODE": "finetune"})
     s = Settings.from_env({"TRAIN_MODE": "mlp", "WARM_START": "true", "DEVICE": "cpu"})
     assert (s.train_mode, s.warm_start, s.device) == ("mlp", True, "cpu")
 
