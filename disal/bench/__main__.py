@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "disal-batch[:beta=10:gamma=1:embedding=trajectory|last|features:pick=kmeanspp|centroid|cluster-top]: "
                            "DISAL with a diverse batch")
     loop.add_argument("--seeds", type=int, default=3, help="independent runs per strategy (seeds 0..N-1)")
+    loop.add_argument("--first-seed", type=int, default=0,
+                      help="run seeds first..first+N-1 (fresh seeds, or one seed per process)")
     loop.add_argument("--initial", type=int, default=20, help="random labels before the first round")
     loop.add_argument("--batch", type=int, default=20, help="labels each strategy picks per round")
     loop.add_argument("--rounds", type=int, default=8, help="acquisition rounds after the initial labels")
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = ds.subsample(args.max_train, args.max_test, seed=0)
     cfg = SimulationConfig(
         strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
-        seeds=args.seeds, initial=args.initial, batch=args.batch, rounds=args.rounds,
+        seeds=args.seeds, first_seed=args.first_seed, initial=args.initial, batch=args.batch, rounds=args.rounds,
         train_mode=args.train_mode,
         params=(args.params if args.train_mode == "finetune"
                 else "last-" + args.train_mode[4:] if args.train_mode.startswith("top-") else "head"),

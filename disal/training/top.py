@@ -122,6 +122,25 @@ class TopConfig:
     batch_size: int = 32
     num_checkpoints: int = 5
     max_trajectory_bytes: int = DEFAULT_MAX_BYTES
+    # theta_0's head without a warm start: "probe" fits a linear head on the pretrained blocks' pooled
+    # features first (linear probing, then fine-tuning: LP-FT, Kumar et al. 2022), so the round starts
+    # at the head regime's model and the trajectory traces what fine-tuning adds; "random": a seeded
+    # fresh head (with 40 steps it stayed far below the linear head: docs/method.md)
+    head_init: str = "probe"
+
+
+def probe_head(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, targets: np.ndarray, multi_label: bool,
+               seed: int) -> None:
+    """Set the head to a linear head fitted (disal.training.head.train_head: convex, well under a
+    second) on the top blocks' current pooled features of the labeled items."""
+    from .head import HeadConfig, train_head
+
+    feats = top_outputs(top, cache, list(ids))[1]
+    fitted, _ = train_head(feats, np.asarray(targets), int(top.classifier.head.out_features), multi_label,
+                           HeadConfig(num_checkpoints=1), seed=seed)
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            getattr(top.classifier.head, name).copy_(getattr(fitted.head, name).to(_device(top), _dtype(top)))
 
 
 def train_top(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, targets: np.ndarray, multi_label: bool = False,
@@ -133,8 +152,12 @@ def train_top(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, targets: n
     """
     if len(ids) == 0:
         raise ValueError("no labeled items to train on")
+    if config.head_init not in ("probe", "random"):
+        raise ValueError(f"head_init must be probe or random, got {config.head_init!r}")
     if init is not None:
         top.load(init)
+    elif config.head_init == "probe":
+        probe_head(top, cache, ids, targets, multi_label, seed)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     dev, dt = _device(top), _dtype(top)

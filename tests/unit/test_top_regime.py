@@ -201,7 +201,8 @@ def test_train_top_moves_only_the_top_blocks_and_head(bert4):
     top = TopBlocks(ad, 2)
     before = {n: p.detach().clone() for n, p in ad.model.named_parameters()}
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
-    traj = train_top(top, cache, ids, y, config=TopConfig(min_steps=12, num_checkpoints=4, lr=1e-3), seed=1)
+    traj = train_top(top, cache, ids, y, config=TopConfig(min_steps=12, num_checkpoints=4, lr=1e-3,
+                                                 head_init="random"), seed=1)
     assert traj.num_checkpoints == 4 and traj.param_names == ad.param_names("last-2")
     after = dict(ad.model.named_parameters())
     moved = {n for n in before if not torch.equal(before[n], after[n].detach())}
@@ -292,3 +293,26 @@ def test_a_last_checkpoint_strategy_scores_the_same_from_the_last_checkpoint_alo
     np.testing.assert_allclose(fast.features, full.features, atol=1e-6)
     assert list(s.select(fast, 3, seed=0).selected) == list(s.select(full, 3, seed=0).selected)
     assert not reads_last_checkpoint_only(make_strategy("disal"))
+
+
+def test_the_probe_head_starts_the_round_at_the_linear_head_on_frozen_features(bert4):
+    """head_init=probe (the default): theta_0's head is the linear head fitted on the pretrained blocks'
+    pooled features, i.e. the head regime's model on the frozen encoder's features (LP-FT)."""
+    from disal.training.head import HeadConfig, train_head
+    from disal.training.hidden_cache import HiddenStateCache
+    from disal.training.top import TopBlocks, TopConfig, train_top
+
+    ad = _adapter(bert4)
+    ids = list(range(len(TEXTS)))
+    cache = HiddenStateCache(2, dtype=torch.float32)
+    cache.fill(ad, ids, TEXTS)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    frozen = ad.encode(TEXTS)
+    top = TopBlocks(ad, 2)
+    traj = train_top(top, cache, ids, y, config=TopConfig(min_steps=4, num_checkpoints=2), seed=3)
+    probe, _ = train_head(frozen, y, 3, False, HeadConfig(num_checkpoints=1), seed=3)
+    theta0 = traj.checkpoints[0]
+    torch.testing.assert_close(theta0["classifier.head.weight"], probe.head.weight.detach(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(theta0["classifier.head.bias"], probe.head.bias.detach(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="head_init"):
+        train_top(top, cache, ids, y, config=TopConfig(head_init="zeros"))
