@@ -7,7 +7,7 @@ of 1,000 and 10,000 tasks), then writes perf.json with the headline numbers:
   scoring_ratio_head, scoring_ratio_all       DISAL / plain inference at the default K = 5 (scoring_K)
   scoring_ratio_mlp, scoring_passes_mlp       the same for TRAIN_MODE=mlp, and its trained part's cost in
                                               forward passes of the MLP (target 2K + 1)
-  scoring_ratio_top2, scoring_passes_top2     the top-2 regime (simulator only), from
+  scoring_ratio_top2, scoring_passes_top2     the top-2 regime (simulator and TRAIN_MODE=top-2), from
                                               bench/out/top_scoring_cost.json when it was run
   webhook_ms_p99_during_training              /webhook answer time while a round runs (largest pool)
   predict_one_ms_p50                          /predict, one task the backend has not scored yet

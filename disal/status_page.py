@@ -103,6 +103,12 @@ def _project_html(p: dict) -> str:
                  ("queue", _e(f'{v["pool"]} unlabeled tasks ranked'))]
         if v["accuracy"] is not None:
             rows.append(("accuracy estimate", _e(f'{100 * v["accuracy"]:.1f}%')))
+    hidden = entry.get("hidden_cache") or {}
+    if hidden.get("tasks"):  # top-N: the project's cached hidden states against their bound
+        rows.append(("hidden-state cache", _e(f'{hidden["tasks"]:,} tasks, {hidden["mb"]:,.1f} MB of '
+                                              f'{hidden["max_mb"]:,} MB (HIDDEN_CACHE_MAX_MB)')))
+    if entry.get("regime_note"):
+        rows.append(("regime note", f'<span class="muted">{_e(entry["regime_note"])}</span>'))
     skipped = entry.get("skipped_tasks") or {}
     if skipped.get("count"):  # unreadable inputs (a broken image): named, each with its reason
         shown = "; ".join(f'task {t["task"]}: {t["reason"]}' for t in (skipped.get("tasks") or [])[:5])

@@ -281,7 +281,8 @@ class TrainingJob:
                                                           f"of {len(ids):,} {what} texts")
         t0 = time.time()
         io.encoder.fill_hidden_cache(cache, list(ids), list(inputs), progress=ctx.progress if ctx else None)
-        self._observe("encode", t0)
+        if ctx is not None:  # a job's phase; /predict's own fill is in its request time
+            self._observe("encode", t0)
         return TaskStates(io.encoder.adapter, cache)
 
     @staticmethod
@@ -541,6 +542,7 @@ class TrainingJob:
             if regime.reads_states:
                 states = self.task_states(store, io, regime, lab_ids, [texts[t] for t in lab_ids], ctx)
                 ctx.set_state("training", note=f"training {regime.name} on {len(lab_ids)} labels")
+                t0 = time.time()  # the fill is the encode phase, not training
             init = None
             if s.warm_start and current is not None and current.has_classifier and current.spec == spec:
                 init = regime.warm_start(current.head, current.meta.get("regime") or "head", lab_feats.shape[1],

@@ -73,6 +73,9 @@ def test_top_n_trains_scores_pushes_and_serves_the_fine_tuned_model(tmp_path, fa
         assert h["train_mode"] == "top-1" and h["projects"]["1"]["regime"] == "top-1"
         assert h["projects"]["1"]["hidden_cache"]["tasks"] == len(fake.tasks)
         assert len(list((model.store(1).dir / "hidden-top-1").glob("*.npy"))) == len(fake.tasks)
+        page = client.get("/").get_data(as_text=True)  # the status page a person reads
+        assert "text encoder&#x27;s last 1 block(s) + linear head, fine-tuned" in page
+        assert f"<th>hidden-state cache</th><td>{len(fake.tasks)} tasks," in page
         # the shared encoder never moved: its features equal a fresh copy's
         from disal.training.adapter import HFTextAdapter
 
@@ -168,5 +171,6 @@ def test_an_image_project_under_top_n_trains_the_head_and_says_so(tmp_path, tiny
         entry = client.get("/health").get_json()["projects"]["1"]
         assert "TRAIN_MODE=top-1 fine-tunes a Hugging Face text encoder" in entry["regime_note"]
         assert entry["regime_note"] in entry["job"]["last_job"]["warnings"]
+        assert "<th>regime note</th>" in client.get("/").get_data(as_text=True)
     finally:
         model.close()
