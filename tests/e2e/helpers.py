@@ -52,3 +52,52 @@ def annotate(ls, task_id: int, choices: list[str], from_name: str, to_name: str)
                    json={"result": [{"from_name": from_name, "to_name": to_name, "type": "choices",
                                      "value": {"choices": choices}}]})
         assert r.status_code == 201, r.text
+
+
+def connect_bbc_project(label_studio, backend, title: str, n_tasks: int, seed: int) -> tuple[int, dict, tuple]:
+    """A project of `n_tasks` seeded BBC texts (each with its gold label in data.gold), connected to
+    `backend` (no basic auth); returns (project id, gold label by task id, versions seen so far)."""
+    import numpy as np
+
+    from disal.data import load_bbc
+
+    ds = load_bbc()
+    idx = np.random.default_rng(seed).choice(len(ds.train_texts), n_tasks, replace=False)
+    cfg = ('<View><Text name="text" value="$text"/><Choices name="topic" toName="text" choice="single">'
+           + "".join(f'<Choice value="{c}"/>' for c in ds.classes) + "</Choices></View>")
+    with label_studio.client() as c:
+        pid = c.post("/api/projects/", json={"title": title, "label_config": cfg,
+                                             "start_training_on_annotation_update": True}).json()["id"]
+        r = c.post(f"/api/projects/{pid}/import",
+                   json=[{"text": ds.train_texts[i], "gold": ds.classes[int(ds.train_labels[i])]} for i in idx])
+        assert r.status_code == 201, r.text
+        r = c.post("/api/ml/", json={"url": backend.url, "project": pid, "title": title})
+        assert r.status_code == 201, r.text
+    seen = (None, wait_idle_version(backend, pid, (None,), auth=None)["model_version"])
+    gold = {t["id"]: t["data"]["gold"] for t in tasks_of(label_studio, pid)}
+    return pid, gold, seen
+
+
+def label_what_next_serves(label_studio, backend, pid: int, gold: dict, seen: tuple, times: int) -> tuple[dict, tuple]:
+    """Annotate the task Label Studio's /next serves with its gold label, `times` times, waiting for
+    each retrained version; returns (the last project health, versions seen)."""
+    h = {}
+    for _ in range(times):
+        with label_studio.client() as c:
+            tid = c.get(f"/api/projects/{pid}/next").json()["id"]
+        annotate(label_studio, tid, [gold[tid]], "topic", "text")
+        h = wait_idle_version(backend, pid, seen, auth=None)
+        seen += (h["model_version"],)
+    return h, seen
+
+
+def served_is_queue_head(label_studio, pid: int) -> None:
+    """Every unlabeled task has a prediction of the current version, and /next serves the lowest score."""
+    tasks = tasks_of(label_studio, pid)
+    with label_studio.client() as c:
+        version = c.get(f"/api/projects/{pid}").json()["model_version"]
+        served = c.get(f"/api/projects/{pid}/next").json()["id"]
+    scores = {t["id"]: p["score"] for t in tasks if not t["is_labeled"]
+              for p in t["predictions"] if p["model_version"] == version}
+    assert len(scores) == sum(not t["is_labeled"] for t in tasks)
+    assert scores[served] == min(scores.values()), "Label Studio serves the head of the pushed queue"

@@ -4,13 +4,11 @@ Label Studio: annotations train a one-hidden-layer head, its DISAL queue is push
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from disal.data import load_bbc
 from scripts.local_services import BackendServer, free_port
 
-from .helpers import annotate, health, tasks_of, wait_idle_version
+from .helpers import connect_bbc_project, health, label_what_next_serves, served_is_queue_head
 
 N_TASKS = 30
 ENV = {"TRAIN_MODE": "mlp", "WARM_START": "true", "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "",
@@ -23,31 +21,13 @@ def model_dir(tmp_path_factory):
 
 
 def test_the_mlp_regime_with_warm_start_on_a_real_label_studio(label_studio, model_dir):
-    ds = load_bbc()
-    idx = np.random.default_rng(5).choice(len(ds.train_texts), N_TASKS, replace=False)
-    cfg = ('<View><Text name="text" value="$text"/><Choices name="topic" toName="text" choice="single">'
-           + "".join(f'<Choice value="{c}"/>' for c in ds.classes) + "</Choices></View>")
-    gold = {}
     port = free_port()
     backend = BackendServer(model_dir, port, label_studio, extra_env=ENV)
     backend.start()
     try:
-        with label_studio.client() as c:
-            pid = c.post("/api/projects/", json={"title": "mlp regime e2e", "label_config": cfg,
-                                                 "start_training_on_annotation_update": True}).json()["id"]
-            r = c.post(f"/api/projects/{pid}/import",
-                       json=[{"text": ds.train_texts[i], "gold": ds.classes[int(ds.train_labels[i])]} for i in idx])
-            assert r.status_code == 201, r.text
-            r = c.post("/api/ml/", json={"url": backend.url, "project": pid, "title": "DISAL mlp"})
-            assert r.status_code == 201, r.text
-        seen = (None, wait_idle_version(backend, pid, (None,), auth=None)["model_version"])
-        gold = {t["id"]: t["data"]["gold"] for t in tasks_of(label_studio, pid)}
-        for _ in range(4):  # label what /next serves until a classifier exists and has retrained once
-            with label_studio.client() as c:
-                tid = c.get(f"/api/projects/{pid}/next").json()["id"]
-            annotate(label_studio, tid, [gold[tid]], "topic", "text")
-            h = wait_idle_version(backend, pid, seen, auth=None)
-            seen += (h["model_version"],)
+        pid, gold, seen = connect_bbc_project(label_studio, backend, "mlp regime e2e", N_TASKS, seed=5)
+        # label what /next serves until a classifier exists and has retrained once
+        h, seen = label_what_next_serves(label_studio, backend, pid, gold, seen, 4)
         assert h["kind"] == "head" and h["regime"] == "mlp", h
         top = health(backend, auth=None)
         assert top["train_mode"] == "mlp" and top["warm_start"] is True
@@ -61,20 +41,9 @@ def test_the_mlp_regime_with_warm_start_on_a_real_label_studio(label_studio, mod
     backend.start()
     try:
         assert health(backend, pid, auth=None)["model_version"] == seen[-1]
-        with label_studio.client() as c:
-            tid = c.get(f"/api/projects/{pid}/next").json()["id"]
-        annotate(label_studio, tid, [gold[tid]], "topic", "text")
-        h = wait_idle_version(backend, pid, seen, auth=None)
+        h, seen = label_what_next_serves(label_studio, backend, pid, gold, seen, 1)
         assert h["regime"] == "mlp"
-        assert f"warm-started from {seen[-1]}" in backend.log.read_text()
-        tasks = tasks_of(label_studio, pid)
-        with label_studio.client() as c:
-            version = c.get(f"/api/projects/{pid}").json()["model_version"]
-        scores = {t["id"]: p["score"] for t in tasks if not t["is_labeled"]
-                  for p in t["predictions"] if p["model_version"] == version}
-        assert len(scores) == N_TASKS - 5
-        with label_studio.client() as c:
-            served = c.get(f"/api/projects/{pid}/next").json()["id"]
-        assert scores[served] == min(scores.values()), "Label Studio serves the head of the mlp DISAL queue"
+        assert f"warm-started from {seen[-2]}" in backend.log.read_text()
+        served_is_queue_head(label_studio, pid)
     finally:
         backend.stop()

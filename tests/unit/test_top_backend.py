@@ -13,12 +13,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_labelstudio import LABELS, FakeLabelStudio, color_png, image_config, make_backend, setup_payload  # noqa: E402
+from fake_labelstudio import LABELS, make_backend, setup_payload  # noqa: E402
 
 from disal.config import ConfigError, Settings  # noqa: E402
 from disal.strategies.influence import probabilities  # noqa: E402
 from disal.training.regimes import TopModel, make_regime  # noqa: E402
-from test_train_modes import label_some, retrain  # noqa: E402
+from test_task_modules import image_fake  # noqa: E402
+from test_train_modes import assert_warm_started_from, label_some, retrain  # noqa: E402
 
 N_TASKS = 24
 
@@ -118,10 +119,7 @@ def test_a_top_n_version_survives_a_restart_and_warm_starts_the_next_round(tmp_p
         label_some(fake, 2)
         retrain(client, model)
         second = model.store(1).current()
-        assert second.name != first.name and second.meta["warm_start"] is True
-        theta0 = second.trajectory.checkpoints[0]
-        for name, t in first.trajectory.last().items():
-            torch.testing.assert_close(theta0[name], t, msg=f"theta_0 of the next round is theta_K of the last: {name}")
+        assert_warm_started_from(second, first)
         # new tasks are placed with the fine-tuned model and cached under their ids for the next round
         new_id = max(fake.tasks) + 1
         fake.add_tasks(["music award for the film star"], start_id=new_id)
@@ -152,13 +150,7 @@ def test_more_blocks_than_the_encoder_has_fails_the_round_naming_why(tmp_path, f
 
 
 def test_an_image_project_under_top_n_trains_the_head_and_says_so(tmp_path, tiny_model_dir):
-    fake = FakeLabelStudio(image_config(LABELS))
-    refs = []
-    for i in range(12):
-        ref = f"/data/upload/1/img-{i}.png"
-        fake.files[ref] = color_png(LABELS[i % 3], i)
-        refs.append(ref)
-    fake.add_tasks(refs, field_name="image")
+    fake = image_fake(12)  # 12 good images (and the module's unreadable ones, skipped with their reason)
     client, model, _ = top_backend(tmp_path, fake, tiny_model_dir, image_size=16)
     try:
         assert client.post("/setup", json=setup_payload(fake)).status_code == 200

@@ -133,6 +133,18 @@ def test_memory_and_disk_bounds_fail_before_encoding(bert4, tmp_path, monkeypatc
     assert ok.nbytes == need and calls
 
 
+def _top2_over_texts(path: Path):
+    """(adapter, ids, fp32 cache filled with TEXTS, TopBlocks over the top 2 blocks)."""
+    from disal.training.hidden_cache import HiddenStateCache
+    from disal.training.top import TopBlocks
+
+    ad = _adapter(path)
+    ids = list(range(len(TEXTS)))
+    cache = HiddenStateCache(2, dtype=torch.float32)
+    cache.fill(ad, ids, TEXTS)
+    return ad, ids, cache, TopBlocks(ad, 2)
+
+
 def _random_top_trajectory(top, k: int, seed: int, scale: float = 0.05) -> Trajectory:
     g = torch.Generator().manual_seed(seed)
     cps = [{n: p.detach().clone() for n, p in top.named_parameters()}]
@@ -216,14 +228,9 @@ def test_train_top_moves_only_the_top_blocks_and_head(bert4):
 
 def test_warm_start_round_trips_through_saved_trajectory(bert4, tmp_path):
     """theta_0 of round 2 = theta_K of round 1; from Trajectory.save/load the next round is identical."""
-    from disal.training.hidden_cache import HiddenStateCache
-    from disal.training.top import TopBlocks, TopConfig, train_top
+    from disal.training.top import TopConfig, train_top
 
-    ad = _adapter(bert4)
-    ids = list(range(len(TEXTS)))
-    cache = HiddenStateCache(2, dtype=torch.float32)
-    cache.fill(ad, ids, TEXTS)
-    top = TopBlocks(ad, 2)
+    ad, ids, cache, top = _top2_over_texts(bert4)
     pretrained = top.state()
     cfg = TopConfig(min_steps=6, num_checkpoints=3, lr=1e-3)
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
@@ -242,14 +249,9 @@ def test_warm_start_round_trips_through_saved_trajectory(bert4, tmp_path):
 
 def test_top_scoring_inputs_feed_every_kind_of_strategy(bert4):
     from disal.strategies import make_strategy
-    from disal.training.hidden_cache import HiddenStateCache
-    from disal.training.top import TopBlocks, top_outputs, top_scoring_inputs
+    from disal.training.top import top_outputs, top_scoring_inputs
 
-    ad = _adapter(bert4)
-    ids = list(range(len(TEXTS)))
-    cache = HiddenStateCache(2, dtype=torch.float32)
-    cache.fill(ad, ids, TEXTS)
-    top = TopBlocks(ad, 2)
+    ad, ids, cache, top = _top2_over_texts(bert4)
     traj = _random_top_trajectory(top, 2, seed=4)
     pool, lab = ids[2:], ids[:2]
     for spec in ("disal", "margin", "badge", "coreset", "bald"):
@@ -270,15 +272,9 @@ def test_a_last_checkpoint_strategy_scores_the_same_from_the_last_checkpoint_alo
     scores and the seeded selection equal those from the whole trajectory."""
     from disal.config import DEFAULT_STRATEGY
     from disal.strategies import make_strategy
-    from disal.training.hidden_cache import HiddenStateCache
-    from disal.training.top import (TopBlocks, reads_last_checkpoint_only, top_scoring_inputs,
-                                    top_trajectory_arrays)
+    from disal.training.top import reads_last_checkpoint_only, top_scoring_inputs, top_trajectory_arrays
 
-    ad = _adapter(bert4)
-    ids = list(range(len(TEXTS)))
-    cache = HiddenStateCache(2, dtype=torch.float32)
-    cache.fill(ad, ids, TEXTS)
-    top = TopBlocks(ad, 2)
+    ad, ids, cache, top = _top2_over_texts(bert4)
     traj = _random_top_trajectory(top, 4, seed=5)
     s = make_strategy(DEFAULT_STRATEGY if spec == "default" else spec)
     assert reads_last_checkpoint_only(s)

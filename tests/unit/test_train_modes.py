@@ -28,6 +28,14 @@ def label_some(fake, n_per_class: int = 2) -> None:
             done[label] += 1
 
 
+def assert_warm_started_from(second, first) -> None:
+    """`second` is a later version than `first`, and its theta_0 is first's theta_K (the saved model)."""
+    assert second.name != first.name and second.meta["warm_start"] is True
+    theta0 = second.trajectory.checkpoints[0]
+    for name, t in first.trajectory.last().items():
+        torch.testing.assert_close(theta0[name], t, msg=f"theta_0 of the next round is theta_K of the last: {name}")
+
+
 def retrain(client, model) -> None:
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     assert model.jobs.wait_idle(1, 60)
@@ -83,10 +91,7 @@ def test_warm_start_begins_at_the_previous_model_and_round_trips_through_saved_s
         label_some(fake, 2)
         retrain(client, model)
         second = model.store(1).current()
-        assert second.name != first.name and second.meta["warm_start"] is True
-        theta0 = second.trajectory.checkpoints[0]
-        for name, t in first.trajectory.last().items():
-            torch.testing.assert_close(theta0[name], t, msg=f"theta_0 of the next round is theta_K of the last: {name}")
+        assert_warm_started_from(second, first)
     finally:
         model.close()
 
