@@ -544,7 +544,8 @@ class TrainingJob:
                 ctx.set_state("training", note=f"training {regime.name} on {len(lab_ids)} labels")
                 t0 = time.time()  # the fill is the encode phase, not training
             init = None
-            if s.warm_start and current is not None and current.has_classifier and current.spec == spec:
+            if (s.warm_start and current is not None and current.has_classifier and current.spec == spec
+                    and current.meta.get("encoder") == io.encoder.model_id):  # another MODEL_NAME: start fresh
                 init = regime.warm_start(current.head, current.meta.get("regime") or "head", lab_feats.shape[1],
                                          spec.num_labels)
             head, traj = regime.train(lab_feats, targets, spec.num_labels, spec.multi_label, self.head_config,

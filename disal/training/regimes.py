@@ -251,8 +251,8 @@ class TopRegime(Regime):
             return None
         state = {k: v.detach().clone() for k, v in previous_model.state_dict().items()}
         w = state.get("classifier.head.weight")
-        if w is None or w.shape[0] != num_labels:
-            return None  # another label set: start fresh
+        if w is None or tuple(w.shape) != (num_labels, in_features):
+            return None  # another label set or encoder width: start fresh
         return state
 
 

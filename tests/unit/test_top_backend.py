@@ -166,3 +166,15 @@ def test_an_image_project_under_top_n_trains_the_head_and_says_so(tmp_path, tiny
         assert "<th>regime note</th>" in client.get("/").get_data(as_text=True)
     finally:
         model.close()
+
+
+def test_top_warm_start_is_refused_across_regimes_label_sets_and_widths():
+    top = make_regime("top-1")
+    saved = TopModel(1, state={"classifier.head.weight": torch.zeros(3, 32), "classifier.head.bias": torch.zeros(3),
+                               "encoder.encoder.layer.1.output.dense.bias": torch.ones(32)})
+    init = top.warm_start(saved, "top-1", 32, 3)
+    assert init is not None and set(init) == set(saved.state_dict())
+    assert top.warm_start(saved, "top-2", 32, 3) is None, "another N"
+    assert top.warm_start(saved, "mlp", 32, 3) is None, "another regime"
+    assert top.warm_start(saved, "top-1", 32, 4) is None, "another label set"
+    assert top.warm_start(saved, "top-1", 48, 3) is None, "another encoder width"
