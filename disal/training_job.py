@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 import httpx
@@ -46,7 +46,7 @@ from .queue import predictions_for, priorities_from_selection, priority_from_ref
 from .media import MediaFetcher
 from .pool_shards import Shard, encode_sharded
 from .state import ModelVersion, ProjectStore
-from .strategies import BADGE, CoreSet, DisalBatch, EmptyPoolError, make_strategy
+from .strategies import BADGE, CoreSet, DisalBatch, EmptyPoolError, make_strategy, reads_only_last_checkpoint
 from .strategies.diversity import badge_embedding_norms_and_gram_factors, badge_sq_dists, sq_dists_to_nearest
 from .strategies.influence import probabilities
 from .tasks import Encoded, Encoders, FeatureEncoder, TaskModule, module_for
@@ -548,7 +548,10 @@ class TrainingJob:
                     and current.meta.get("encoder") == io.encoder.model_id):  # another MODEL_NAME: start fresh
                 init = regime.warm_start(current.head, current.meta.get("regime") or "head", lab_feats.shape[1],
                                          spec.num_labels)
-            head, traj = regime.train(lab_feats, targets, spec.num_labels, spec.multi_label, self.head_config,
+            config = self.head_config
+            if reads_only_last_checkpoint(make_strategy(s.strategy)):  # the default: theta_0 and theta_K suffice
+                config = replace(config, num_checkpoints=1)
+            head, traj = regime.train(lab_feats, targets, spec.num_labels, spec.multi_label, config,
                                       seed=s.seed, init=init, device=s.device, ids=lab_ids, states=states)
             self._observe("train", t0)
             log.info("project %s: %s trained on %d labels (%d classes) in %.2fs%s", project_id, regime.name,

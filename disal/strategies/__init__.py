@@ -10,7 +10,8 @@ import numpy as np
 from .base import EmptyPoolError, MissingInputError, ScoringInputs, Selection, Strategy, seeded_order, top_k
 from .disal_batch import DisalBatch
 from .diversity import BADGE, CoreSet
-from .influence import DISAL, STATIC_INFLUENCE, DisalOptions, StaticInfluence, disal_scores, head_logit_tangents
+from .influence import (DISAL, STATIC_INFLUENCE, DisalOptions, StaticInfluence, disal_scores, head_logit_tangents,
+                        reads_only_last_checkpoint)
 from .random_sampling import RandomSampling
 from .uncertainty import BALD, Entropy, LeastConfidence, Margin
 
@@ -122,5 +123,5 @@ __all__ = [
     "BADGE", "BALD", "BASELINES", "CoreSet", "DISAL", "DisalBatch", "DisalOptions", "EmptyPoolError", "Entropy",
     "LeastConfidence", "Margin", "MissingInputError", "RandomSampling", "STATIC_INFLUENCE",
     "STRATEGY_NAMES", "ScoringInputs", "Selection", "StaticInfluence", "Strategy", "disal_scores",
-    "head_logit_tangents", "make_strategy", "needs", "parse_strategy_spec", "seeded_order", "select_with_candidates", "top_k",
+    "head_logit_tangents", "make_strategy", "needs", "parse_strategy_spec", "reads_only_last_checkpoint", "seeded_order", "select_with_candidates", "top_k",
 ]

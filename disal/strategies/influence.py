@@ -209,6 +209,14 @@ class DISAL(Strategy):
         return f"DISAL({self.options})"
 
 
+def reads_only_last_checkpoint(strategy) -> bool:
+    """True for a DISAL whose score reads checkpoint K alone: last_checkpoint_only and no dynamic term
+    (whose references would read the earlier checkpoints' predictions). Its trajectory then needs only
+    theta_0 and theta_K, and its jvp only checkpoint K: the same scores at a fraction of the cost."""
+    opts = getattr(strategy, "options", None)
+    return isinstance(strategy, DISAL) and bool(opts.last_checkpoint_only) and opts.effective_lam == 0
+
+
 class StaticInfluence(DISAL):
     """DISAL with K = 1 and lambda = 0: the projection at the final checkpoint on theta_K - theta_0."""
 

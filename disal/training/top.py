@@ -234,15 +234,6 @@ def top_trajectory_arrays(top: TopBlocks, cache: HiddenStateCache, ids: Sequence
     return logits, tangents, norms, feats
 
 
-def reads_last_checkpoint_only(strategy) -> bool:
-    """True for a DISAL whose score reads checkpoint K alone: last_checkpoint_only and no dynamic term
-    (whose references would read the earlier checkpoints' predictions)."""
-    from ..strategies import DISAL
-
-    opts = getattr(strategy, "options", None)
-    return isinstance(strategy, DISAL) and bool(opts.last_checkpoint_only) and opts.effective_lam == 0
-
-
 def top_scoring_inputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, traj: Trajectory,
                        labeled_ids: Sequence | None = None, strategy=None, multi_label: bool = False,
                        mc_samples: int = 20, seed: int = 0, batch_size: int = 32):
@@ -253,7 +244,7 @@ def top_scoring_inputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, t
     as the finetune regime does.
     """
     from ..scoring import EVERYTHING, _directions_for, _head_fn
-    from ..strategies import ScoringInputs, needs
+    from ..strategies import ScoringInputs, needs, reads_only_last_checkpoint
     from ..strategies.influence import probabilities
     from .head import head_mc_probs
 
@@ -261,7 +252,7 @@ def top_scoring_inputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, t
     inputs = ScoringInputs(ids=np.asarray(ids), multi_label=multi_label)
     if "trajectory" in want:
         directions = _directions_for(strategy) or ("accumulated",)
-        last_only = reads_last_checkpoint_only(strategy)
+        last_only = reads_only_last_checkpoint(strategy)
         logits, tangents, norms, feats = top_trajectory_arrays(top, cache, ids, traj, directions, batch_size,
                                                                last_only=last_only)
         inputs.traj_logits, inputs.traj_tangents, inputs.traj_dir_norms = logits, tangents, norms

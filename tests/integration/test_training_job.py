@@ -63,7 +63,8 @@ def test_real_round_trains_scores_with_disal_and_pushes(tmp_path, fake, tiny_mod
         version = fake.project["model_version"]
         v = model.store(1).current()
         assert v.name == version and v.kind == "head" and v.meta["strategy"] == Settings().strategy
-        assert v.trajectory.num_checkpoints == 5 and v.trajectory.meta["n_train"] == 12
+        # the default strategy reads checkpoint K alone: the trajectory keeps theta_0 and theta_K
+        assert v.trajectory.num_checkpoints == 1 and v.trajectory.meta["n_train"] == 12
         preds = fake.predictions_of(version)
         assert sorted(preds) == list(range(13, 61))
         assert fake.predictions_of(cold)  # kept for OLD_VERSIONS_GRACE_S (tests/unit/test_old_versions.py)

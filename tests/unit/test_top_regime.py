@@ -272,12 +272,13 @@ def test_a_last_checkpoint_strategy_scores_the_same_from_the_last_checkpoint_alo
     scores and the seeded selection equal those from the whole trajectory."""
     from disal.config import DEFAULT_STRATEGY
     from disal.strategies import make_strategy
-    from disal.training.top import reads_last_checkpoint_only, top_scoring_inputs, top_trajectory_arrays
+    from disal.strategies import reads_only_last_checkpoint
+    from disal.training.top import top_scoring_inputs, top_trajectory_arrays
 
     ad, ids, cache, top = _top2_over_texts(bert4)
     traj = _random_top_trajectory(top, 4, seed=5)
     s = make_strategy(DEFAULT_STRATEGY if spec == "default" else spec)
-    assert reads_last_checkpoint_only(s)
+    assert reads_only_last_checkpoint(s)
     fast = top_scoring_inputs(top, cache, ids, traj, strategy=s)
     assert fast.traj_logits.shape[0] == 1 and len(fast.traj_lrs) == 1
     full = top_scoring_inputs(top, cache, ids, traj, strategy=s)
@@ -288,7 +289,7 @@ def test_a_last_checkpoint_strategy_scores_the_same_from_the_last_checkpoint_alo
     np.testing.assert_allclose(s.score(fast), s.score(full), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(fast.features, full.features, atol=1e-6)
     assert list(s.select(fast, 3, seed=0).selected) == list(s.select(full, 3, seed=0).selected)
-    assert not reads_last_checkpoint_only(make_strategy("disal"))
+    assert not reads_only_last_checkpoint(make_strategy("disal"))
 
 
 def test_the_probe_head_starts_the_round_at_the_linear_head_on_frozen_features(bert4):

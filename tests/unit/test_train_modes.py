@@ -121,3 +121,37 @@ def test_disal_batch_picks_the_queue_head_and_ranks_the_rest_by_disal(backend_wi
     assert v.meta["strategy"] == "disal-batch" and v.centres == []
     ranked = sorted(v.priority, key=v.priority.get)
     assert len(ranked) == len(fake.tasks) - 6 and len(set(v.priority.values())) == len(ranked)
+
+
+@pytest.mark.parametrize("regime_name", ["head", "mlp"])
+def test_a_last_checkpoint_strategy_scores_the_same_from_theta_0_and_theta_k_alone(regime_name):
+    """The job records K = 1 for a strategy that reads only checkpoint K (the default): its scores and
+    seeded batch equal those from the full K = 5 trajectory of the same training run."""
+    from disal.config import DEFAULT_STRATEGY
+    from disal.strategies import make_strategy, reads_only_last_checkpoint
+    from disal.training.head import HeadConfig
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 3
+    pool = rng.normal(size=(60, 6)).astype(np.float32)
+    regime, strategy = make_regime(regime_name, 8), make_strategy(DEFAULT_STRATEGY)
+    assert reads_only_last_checkpoint(strategy) and not reads_only_last_checkpoint(make_strategy("disal"))
+    runs = {}
+    for k in (5, 1):
+        model, traj = regime.train(x, y, 3, False, HeadConfig(steps=30, num_checkpoints=k), seed=0)
+        assert len(traj.checkpoints) == k + 1
+        inputs = regime.scoring_inputs(np.arange(60), pool, model, traj, x, strategy, False, 0)
+        runs[k] = (traj, strategy.score(inputs), strategy.select(inputs, 5, seed=0).selected)
+    for name, t in runs[5][0].last().items():
+        torch.testing.assert_close(runs[1][0].last()[name], t)
+    np.testing.assert_allclose(runs[1][1], runs[5][1], rtol=1e-9, atol=1e-12)
+    assert list(runs[1][2]) == list(runs[5][2])
+
+
+def test_the_job_records_theta_0_and_theta_k_for_the_default_strategy(backend_with, fake):
+    client, model = backend_with()
+    assert client.post("/setup", json=setup_payload(fake)).status_code == 200
+    assert model.jobs.wait_idle(1, 30)
+    label_some(fake)
+    retrain(client, model)
+    assert len(model.store(1).current().trajectory.checkpoints) == 2
