@@ -183,7 +183,7 @@ class _Round:
                     ctx.set_state("scoring", 0, n, note=self.note_for(partial))
                 inputs = regime.scoring_inputs(np.asarray(pool_ids), pool_feats, self.head, self.traj, lab_feats,
                                                strategy, spec.multi_label, s.seed, labeled_ids=lab_ids,
-                                               states=states)
+                                               states=states, progress=ctx.progress)
                 probs_by_id = {t: inputs.probs[i] for i, t in enumerate(pool_ids)}
             else:
                 from .strategies import ScoringInputs

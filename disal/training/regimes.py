@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -65,8 +65,9 @@ class Regime:
 
     def scoring_inputs(self, ids: Sequence, features: np.ndarray, model: nn.Module, trajectory: Trajectory,
                        labeled_features: np.ndarray | None, strategy: Strategy | None, multi_label: bool,
-                       seed: int, labeled_ids: Sequence | None = None,
-                       states: TaskStates | None = None) -> ScoringInputs:
+                       seed: int, labeled_ids: Sequence | None = None, states: TaskStates | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> ScoringInputs:
+        """What `strategy` reads for `ids`; `progress(done, n)` where scoring takes long enough to report."""
         raise NotImplementedError
 
     def logits(self, model: nn.Module, features: np.ndarray, ids: Sequence | None = None,
@@ -105,7 +106,7 @@ class HeadRegime(Regime):
         return train_head(features, targets, num_labels, multi_label, config, seed=seed, init=init, device=device)
 
     def scoring_inputs(self, ids, features, model, trajectory, labeled_features, strategy, multi_label, seed,
-                       labeled_ids=None, states=None):
+                       labeled_ids=None, states=None, progress=None):
         return head_scoring_inputs(ids, features, model, trajectory, labeled_features=labeled_features,
                                    strategy=strategy, multi_label=multi_label, seed=seed)
 
@@ -136,7 +137,7 @@ class MLPRegime(Regime):
                          init=init, hidden=self.hidden, device=device)
 
     def scoring_inputs(self, ids, features, model, trajectory, labeled_features, strategy, multi_label, seed,
-                       labeled_ids=None, states=None):
+                       labeled_ids=None, states=None, progress=None):
         return mlp_scoring_inputs(ids, features, model, trajectory, labeled_features=labeled_features,
                                   strategy=strategy, multi_label=multi_label, seed=seed)
 
@@ -229,11 +230,12 @@ class TopRegime(Regime):
         return TopModel(self.top_blocks, module=top), traj
 
     def scoring_inputs(self, ids, features, model, trajectory, labeled_features, strategy, multi_label, seed,
-                       labeled_ids=None, states=None):
+                       labeled_ids=None, states=None, progress=None):
         states = self._need(ids, states)
         return top_scoring_inputs(model.module(states.adapter), states.cache, list(ids), trajectory,
                                   labeled_ids=list(labeled_ids) if labeled_ids is not None else None,
-                                  strategy=strategy, multi_label=multi_label, seed=seed)
+                                  strategy=strategy, multi_label=multi_label, seed=seed,
+                                  progress=progress)
 
     def logits(self, model, features, ids=None, states=None):
         states = self._need(ids, states)

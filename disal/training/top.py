@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -208,13 +208,15 @@ def top_outputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, batch_si
 
 
 def top_trajectory_arrays(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, traj: Trajectory,
-                          directions: Sequence[str], batch_size: int = 32, last_only: bool = False):
+                          directions: Sequence[str], batch_size: int = 32, last_only: bool = False,
+                          progress: Callable[[int, int], None] | None = None):
     """Logits (K+1, N, C), tangents {direction: (K+1, N, C)}, norms and the last checkpoint's features (N, d).
 
     One torch.func.jvp per checkpoint and direction per batch, through the top blocks only (the
     generic path of jvp.py; its in-batch frozen-prefix shortcut is moot here: nothing below runs).
     `last_only`: the last checkpoint alone (arrays of length 1), for a strategy that reads nothing
-    else; K+1 times fewer passes. The module's parameters are left as they were.
+    else; K+1 times fewer passes. `progress(done, n)` after each batch, and a log line with the rate
+    every 10 s (10k tasks take minutes on a CPU). The module's parameters are left as they were.
     """
     from .jvp import direction_norms, logit_tangents_jvp
 
@@ -224,6 +226,8 @@ def top_trajectory_arrays(top: TopBlocks, cache: HiddenStateCache, ids: Sequence
     logits = np.zeros((k1, n, c))
     tangents = {dr: np.zeros((k1, n, c)) for dr in directions}
     feats = np.zeros((n, d), dtype=np.float32)
+    done, t0 = 0, time.perf_counter()
+    last_log = t0
     for idx, batch in cache.batches(ids, batch_size, _device(top), _dtype(top)):
         z, t, _, h = logit_tangents_jvp(top, traj, batch, directions, return_features=True, cache_frozen=False,
                                         checkpoints=[-1] if last_only else None)
@@ -231,12 +235,19 @@ def top_trajectory_arrays(top: TopBlocks, cache: HiddenStateCache, ids: Sequence
         for dr in directions:
             tangents[dr][:, idx] = t[dr]
         feats[idx] = h
+        done += len(idx)
+        if progress:
+            progress(done, n)
+        if time.perf_counter() - last_log > 10:
+            last_log = time.perf_counter()
+            log.info("top-%d jvp: %d/%d tasks (%.0f tasks/s)", top.top_blocks, done, n, done / (last_log - t0))
     return logits, tangents, norms, feats
 
 
 def top_scoring_inputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, traj: Trajectory,
                        labeled_ids: Sequence | None = None, strategy=None, multi_label: bool = False,
-                       mc_samples: int = 20, seed: int = 0, batch_size: int = 32):
+                       mc_samples: int = 20, seed: int = 0, batch_size: int = 32,
+                       progress: Callable[[int, int], None] | None = None):
     """ScoringInputs for the top-N regime: what the strategy needs, from the cached states.
 
     DISAL's arrays come from the JVP pass (its logits and features too, no extra forward); other
@@ -254,7 +265,7 @@ def top_scoring_inputs(top: TopBlocks, cache: HiddenStateCache, ids: Sequence, t
         directions = _directions_for(strategy) or ("accumulated",)
         last_only = reads_only_last_checkpoint(strategy)
         logits, tangents, norms, feats = top_trajectory_arrays(top, cache, ids, traj, directions, batch_size,
-                                                               last_only=last_only)
+                                                               last_only=last_only, progress=progress)
         inputs.traj_logits, inputs.traj_tangents, inputs.traj_dir_norms = logits, tangents, norms
         inputs.traj_lrs = np.asarray(traj.lrs)[-len(logits):]
         inputs.probs, inputs.features = probabilities(logits[-1], multi_label), feats

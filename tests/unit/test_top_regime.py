@@ -279,10 +279,12 @@ def test_a_last_checkpoint_strategy_scores_the_same_from_the_last_checkpoint_alo
     traj = _random_top_trajectory(top, 4, seed=5)
     s = make_strategy(DEFAULT_STRATEGY if spec == "default" else spec)
     assert reads_only_last_checkpoint(s)
-    fast = top_scoring_inputs(top, cache, ids, traj, strategy=s)
+    calls = []
+    fast = top_scoring_inputs(top, cache, ids, traj, strategy=s, batch_size=3, progress=lambda d, n: calls.append((d, n)))
     assert fast.traj_logits.shape[0] == 1 and len(fast.traj_lrs) == 1
-    full = top_scoring_inputs(top, cache, ids, traj, strategy=s)
-    logits, tangents, norms, feats = top_trajectory_arrays(top, cache, ids, traj, (s.options.direction,))
+    assert calls == [(3, 8), (6, 8), (8, 8)], "the job's progress bar follows the jvp batches"
+    full = top_scoring_inputs(top, cache, ids, traj, strategy=s, batch_size=3)
+    logits, tangents, norms, feats = top_trajectory_arrays(top, cache, ids, traj, (s.options.direction,), batch_size=3)
     full.traj_logits, full.traj_tangents, full.traj_dir_norms = logits, tangents, norms
     full.traj_lrs, full.features = np.asarray(traj.lrs), feats
     assert full.traj_logits.shape[0] == len(traj.checkpoints)
