@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 DEFAULT_MAX_DISK_BYTES = 16 * 1024**3
+#: batches are padded to a multiple of this many tokens. Why: every distinct (batch, tokens) shape makes the
+#: top blocks' activations and tangents a new size, and glibc's heap then fragments (its mmap threshold rises
+#: after the first large free). Measured on 2,000 R8 texts (top-2, one jvp per task): RSS grew by 670 MB while
+#: scoring with exact-length padding and by 54 MB with multiples of 32, at the same speed (54 s, 58 s);
+#: at 10k tasks the backend's worker had reached 11 GB.
+PAD_MULTIPLE = 32
 Progress = Callable[[int, int], None]
 
 
@@ -150,18 +156,20 @@ class HiddenStateCache:
         to_encode = sorted(set(missing) - set(on_disk))
         encode_set = set(to_encode)
         self._check_bounds(adapter, [texts[j] for j in missing], [j in encode_set for j in missing])
-        for j in on_disk:
-            self._entries[keys[j]] = torch.from_numpy(np.load(self._path(keys[j]))).to(self.dtype)
+        for s in range(0, len(on_disk), 256):
+            part = on_disk[s: s + 256]
+            self._store([keys[j] for j in part],
+                        [torch.from_numpy(np.load(self._path(keys[j]))).to(self.dtype) for j in part])
         t0 = time.perf_counter()
         sub = [texts[j] for j in to_encode]
         done = 0
         for idx, batch in adapter.batches(sub, batch_size):
             h = boundary_states(adapter.model, blocks, m, batch).to("cpu", self.dtype)
             lengths = batch["attention_mask"].sum(1).tolist()
-            for row, i in enumerate(idx):
-                key = keys[to_encode[i]]
-                self._entries[key] = h[row, : int(lengths[row])].clone()
-                if self.folder:
+            batch_keys = [keys[to_encode[i]] for i in idx]
+            self._store(batch_keys, [h[row, : int(lengths[row])] for row in range(len(idx))])
+            if self.folder:
+                for key in batch_keys:
                     self._write(key, self._entries[key])
             done += len(idx)
             if progress:
@@ -175,6 +183,20 @@ class HiddenStateCache:
             log.info("hidden cache: encoded %d tasks below block %d in %.1fs (%.1f MB held)", len(to_encode), m,
                      time.perf_counter() - t0, self.nbytes / 1e6)
         return len(to_encode)
+
+    def _store(self, keys: Sequence[str], states: Sequence[torch.Tensor]) -> None:
+        """Keep `states` as views into one contiguous block per call.
+
+        Why: one small tensor per task (~98 kB) interleaved with the encoder's freed temporaries
+        fragments the heap; measured, 10k tasks held a 0.98 GB cache in ~5 GB of RSS. One block per
+        batch keeps the resident size near the cache's own bytes. An entry dropped later (its text
+        changed) frees its rows together with the block's other entries.
+        """
+        block = torch.cat([t.reshape(-1, t.shape[-1]) for t in states])
+        offset = 0
+        for key, t in zip(keys, states):
+            self._entries[key] = block[offset: offset + t.shape[0]]
+            offset += t.shape[0]
 
     def _check_bounds(self, adapter, new_texts: Sequence[str], encoded: Sequence[bool]) -> None:
         """Memory: everything held after the fill; disk: the files written now on top of the folder's."""
@@ -222,6 +244,7 @@ class HiddenStateCache:
         """{"hidden_states": (B, T, d), "attention_mask": (B, T)} right-padded to the longest of `ids`."""
         rows = [self.get(i) for i in ids]
         width = max(r.shape[0] for r in rows)
+        width = -(-width // PAD_MULTIPLE) * PAD_MULTIPLE  # few distinct shapes: see PAD_MULTIPLE
         d = rows[0].shape[1]
         hidden = torch.zeros((len(rows), width, d), dtype=dtype)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -279,6 +279,9 @@ def test_a_last_checkpoint_strategy_scores_the_same_from_the_last_checkpoint_alo
     traj = _random_top_trajectory(top, 4, seed=5)
     s = make_strategy(DEFAULT_STRATEGY if spec == "default" else spec)
     assert reads_only_last_checkpoint(s)
+    from disal.training.hidden_cache import PAD_MULTIPLE
+
+    assert cache.batch(ids)["hidden_states"].shape[1] % PAD_MULTIPLE == 0, "few distinct shapes (the heap)"
     calls = []
     fast = top_scoring_inputs(top, cache, ids, traj, strategy=s, batch_size=3, progress=lambda d, n: calls.append((d, n)))
     assert fast.traj_logits.shape[0] == 1 and len(fast.traj_lrs) == 1
