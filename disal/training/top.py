@@ -222,15 +222,16 @@ def top_trajectory_arrays(top: TopBlocks, cache: HiddenStateCache, ids: Sequence
 
     k1, n = (1 if last_only else len(traj.checkpoints)), len(ids)
     c, d = int(top.classifier.head.out_features), int(top.config.hidden_size)
-    norms = {dr: v[-k1:] for dr, v in direction_norms(traj, directions).items()}
+    all_norms = direction_norms(traj, directions)  # once per pool: every batch reuses them
+    norms = {dr: v[-k1:] for dr, v in all_norms.items()}
     logits = np.zeros((k1, n, c))
     tangents = {dr: np.zeros((k1, n, c)) for dr in directions}
     feats = np.zeros((n, d), dtype=np.float32)
     done, t0 = 0, time.perf_counter()
     last_log = t0
     for idx, batch in cache.batches(ids, batch_size, _device(top), _dtype(top)):
-        z, t, _, h = logit_tangents_jvp(top, traj, batch, directions, return_features=True, cache_frozen=False,
-                                        checkpoints=[-1] if last_only else None)
+        z, t, _, h = logit_tangents_jvp(top, traj, batch, directions, norms=all_norms, return_features=True,
+                                        cache_frozen=False, checkpoints=[-1] if last_only else None)
         logits[:, idx] = z
         for dr in directions:
             tangents[dr][:, idx] = t[dr]
