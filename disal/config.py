@@ -153,19 +153,19 @@ class Settings:
     def __post_init__(self) -> None:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
-        from .strategies import make_strategy
+        from .strategies import BADGE, CoreSet, make_strategy
+        from .training.regimes import REGIME_NAMES, make_regime
 
         try:
-            make_strategy(self.strategy)
+            strategy = make_strategy(self.strategy)
         except ValueError as exc:
             raise ConfigError(f"STRATEGY={self.strategy!r}: {exc}") from None
-        from .training.regimes import REGIME_NAMES, is_regime
-
-        if not is_regime(self.train_mode):
+        try:
+            regime = make_regime(self.train_mode)
+        except ValueError:
             raise ConfigError(f"TRAIN_MODE={self.train_mode!r} is not a regime the backend offers: "
-                              f"{', '.join(REGIME_NAMES)} (N >= 1)")
-        base = self.strategy.split(":", 1)[0].strip().lower()
-        if self.train_mode.startswith("top-") and base in ("badge", "coreset"):
+                              f"{', '.join(REGIME_NAMES)} (N >= 1)") from None
+        if regime.reads_states and isinstance(strategy, (BADGE, CoreSet)):
             raise ConfigError(f"STRATEGY={self.strategy!r} with TRAIN_MODE={self.train_mode}: BADGE and CoreSet place "
                               "a new task by its distance to the queue's centre tasks in the model's feature space, "
                               "which top-N would have to re-encode from their texts; use TRAIN_MODE=head or mlp "

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from .learning_curve import METRIC, MIN_LABELS, LearningCurve
+from .training.regimes import is_regime, make_regime
 
 REFRESH_SECONDS = 5
 QUEUE_ROWS = 10
@@ -91,8 +92,8 @@ def _project_html(p: dict) -> str:
     if v is None:
         rows.append(("model version", "none yet: the first queue is being built"))
     else:
-        regime = REGIMES.get(v["regime"]) or (f'text encoder\'s last {v["regime"][4:]} block(s) + linear head, '
-                                              "fine-tuned" if str(v["regime"]).startswith("top-") else v["regime"])
+        regime = REGIMES.get(v["regime"]) or (make_regime(v["regime"]).describe if is_regime(v["regime"] or "")
+                                              else v["regime"])
         kind = "cold start (CoreSet diversity: fewer than 2 classes labeled)" if v["kind"] == "coldstart" else v["kind"]
         rows += [("model version", f'<code>{_e(v["name"])}</code>'),
                  ("regime", f'{_e(v["regime"])} <span class="muted">({_e(regime)})</span>'),

@@ -248,14 +248,8 @@ class TopRegime(Regime):
     def load(self, state, trajectory):
         return TopModel(self.top_blocks, state={k: v for k, v in state.items()})
 
-    def warm_start(self, previous_model, previous_regime, in_features, num_labels):
-        if previous_model is None or previous_regime != self.name:
-            return None
-        state = {k: v.detach().clone() for k, v in previous_model.state_dict().items()}
-        w = state.get("classifier.head.weight")
-        if w is None or tuple(w.shape) != (num_labels, in_features):
-            return None  # another label set or encoder width: start fresh
-        return state
+    def _shapes(self, in_features, num_labels):
+        return {"classifier.head.weight": (num_labels, in_features)}
 
 
 def make_regime(name: str, mlp_hidden_units: int = MLP_HIDDEN, mlp_lr: float = MLP_LR) -> Regime:
@@ -272,9 +266,10 @@ def make_regime(name: str, mlp_hidden_units: int = MLP_HIDDEN, mlp_lr: float = M
 def is_regime(name: str) -> bool:
     """head, mlp, or top-N with N >= 1."""
     try:
-        return name in ("head", "mlp") or parse_top_mode(name) is not None
+        make_regime(name)
     except ValueError:
         return False
+    return True
 
 
 REGIME_NAMES = ("head", "mlp", "top-N")
